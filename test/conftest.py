@@ -1,0 +1,31 @@
+"""Test-wide ROS environment: a private DDS domain, a temporary log dir, the package's Fast DDS profile.
+
+Set before rclpy is imported anywhere, so every test process (and the node processes they start,
+which inherit os.environ) uses them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# One domain per test session so parallel runs on one machine do not hear each other.
+os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 200))
+os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="spatialvlm_roslog_"))
+os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_shm.xml"))
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_shm.xml"))
+os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
