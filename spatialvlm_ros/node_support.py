@@ -1,0 +1,161 @@
+"""rclpy glue shared by every node: parameter declaration from params.py, QoS, diagnostics, main().
+
+This is the only place besides the *_node.py files that imports rclpy; the spatial core never does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
+from spatialvlm_ros.params import ParamSet
+
+# Camera streams: best-effort so both reliable and best-effort publishers match, depth 1 because
+# only the newest frame is ever used (older ones are dropped and counted, never queued).
+CAMERA_QOS = QoSProfile(
+    depth=1,
+    reliability=qos_profile_sensor_data.reliability,
+    durability=qos_profile_sensor_data.durability,
+    history=qos_profile_sensor_data.history,
+)
+
+
+class NodeParams:
+    """Declares a ParamSet on a node, validates every change, and keeps the current values.
+
+    ``on_change`` sees the merged new values before they take effect and may refuse them by
+    returning a reason. Reading ``values`` from any thread is safe: the dict is replaced, not
+    mutated.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        param_set: ParamSet,
+        on_change: Callable[[dict[str, Any]], str | None] | None = None,
+    ) -> None:
+        self._param_set = param_set
+        self._on_change = on_change
+        for spec in param_set.specs:
+            descriptor = ParameterDescriptor(
+                description=f"{spec.description}" + (f" [{spec.unit}]" if spec.unit else ""),
+                read_only=spec.read_only,
+                additional_constraints=spec.range_text().replace("\\|", "|"),
+            )
+            if spec.type_name == "double" and spec.min_value is not None and spec.max_value is not None:
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(spec.min_value),
+                                       to_value=float(spec.max_value), step=0.0)
+                ]
+            if spec.type_name == "int" and spec.min_value is not None and spec.max_value is not None:
+                descriptor.integer_range = [
+                    IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=0)
+                ]
+            node.declare_parameter(spec.name, spec.default, descriptor)
+        values = {s.name: node.get_parameter(s.name).value for s in param_set.specs}
+        # Integers given for double parameters (a YAML "1") arrive as ints: normalise.
+        values = {n: (float(v) if param_set[n].type_name == "double" and isinstance(v, int) else v)
+                  for n, v in values.items()}
+        errors = param_set.validate(values)
+        if errors:
+            raise ValueError("invalid parameters: " + "; ".join(errors))
+        self.values: dict[str, Any] = values
+        node.add_on_set_parameters_callback(self._on_set)
+
+    def _on_set(self, params: list) -> SetParametersResult:
+        new = dict(self.values)
+        for p in params:
+            if p.name not in new:
+                continue  # not ours (e.g. use_sim_time)
+            new[p.name] = p.value
+        errors = self._param_set.validate({p.name: new[p.name] for p in params if p.name in new})
+        if not errors and self._on_change is not None:
+            reason = self._on_change(new)
+            if reason:
+                errors = [reason]
+        if errors:
+            return SetParametersResult(successful=False, reason="; ".join(errors))
+        self.values = new
+        return SetParametersResult(successful=True)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+class ThrottledLog:
+    """At most one log line per ``period_s`` per key, with how many were suppressed."""
+
+    def __init__(self, logger: Any, period_s: float = 5.0) -> None:
+        self._logger = logger
+        self._period_s = period_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def warn(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -1e9) < self._period_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            suppressed = self._suppressed.pop(key, 0)
+            self._last[key] = now
+        extra = f" ({suppressed} similar suppressed)" if suppressed else ""
+        self._logger.warning(text + extra)
+
+
+def to_json(payload: dict[str, Any]) -> str:
+    """JSON for std_msgs/String outputs: NaN is never emitted (unknown numbers are null)."""
+    return json.dumps(payload, allow_nan=False, separators=(", ", ": "))
+
+
+def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
+    """init -> spin on a MultiThreadedExecutor -> clean up; returns the process exit code.
+
+    Each node may define ``close()``; it is called on the way out whatever ended the spin
+    (Ctrl-C, SIGTERM via rclpy's signal handling, an exception), so open files are finished.
+    """
+    rclpy.init()
+    nodes: list[Node] = []
+    code = 0
+    try:
+        for factory in factories:
+            nodes.append(factory())
+        executor = MultiThreadedExecutor(num_threads=num_threads)
+        for node in nodes:
+            executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as exc:
+        logging.getLogger("spatialvlm_ros").error(str(exc))
+        print(f"[spatialvlm_ros] start-up failed: {exc}", flush=True)
+        code = 2
+    finally:
+        for node in reversed(nodes):
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+class StartupError(RuntimeError):
+    """A node cannot start (bad parameters, a model that cannot be loaded); the text says what to do."""

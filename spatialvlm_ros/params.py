@@ -1,0 +1,247 @@
+"""Every node parameter, declared once: name, default, unit, description and what values are valid.
+
+ROS-free on purpose: the nodes declare from these specs (``node_support.declare_parameters``), the
+README table and config/*.yaml are checked against them by the tests, so the three cannot drift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+ParamValue = bool | int | float | str | list
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: the single source of truth for its default, type, range and meaning."""
+
+    name: str
+    default: ParamValue
+    description: str
+    unit: str = ""
+    choices: tuple[str, ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+    read_only: bool = False
+    allow_empty: bool = True
+
+    @property
+    def type_name(self) -> str:
+        if isinstance(self.default, bool):
+            return "bool"
+        if isinstance(self.default, int):
+            return "int"
+        if isinstance(self.default, float):
+            return "double"
+        if isinstance(self.default, list):
+            return "string[]"
+        return "string"
+
+    def validate(self, value: Any) -> str | None:
+        """Return why ``value`` is not acceptable, or None when it is."""
+        kind = self.type_name
+        if kind == "bool" and not isinstance(value, bool):
+            return f"{self.name} must be true or false, got {value!r}"
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{self.name} must be an integer, got {value!r}"
+        if kind == "double":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"{self.name} must be a number, got {value!r}"
+            if not math.isfinite(float(value)):
+                return f"{self.name} must be finite, got {value!r}"
+        if kind == "string":
+            if not isinstance(value, str):
+                return f"{self.name} must be a string, got {value!r}"
+            if not self.allow_empty and not value.strip():
+                return f"{self.name} must not be empty"
+        if kind == "string[]" and not (
+            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        ):
+            return f"{self.name} must be a list of strings, got {value!r}"
+        if self.choices and value not in self.choices:
+            return f"{self.name}={value!r} is not accepted; accepted: {', '.join(self.choices)}"
+        if kind in ("int", "double"):
+            if self.min_value is not None and value < self.min_value:
+                return f"{self.name}={value} is below the minimum {self.min_value}"
+            if self.max_value is not None and value > self.max_value:
+                return f"{self.name}={value} is above the maximum {self.max_value}"
+        return None
+
+    def range_text(self) -> str:
+        if self.choices:
+            return " \\| ".join(self.choices)
+        if self.min_value is not None or self.max_value is not None:
+            lo = "" if self.min_value is None else f"{self.min_value:g}"
+            hi = "" if self.max_value is None else f"{self.max_value:g}"
+            return f"[{lo}, {hi}]"
+        return ""
+
+
+@dataclass(frozen=True)
+class ParamSet:
+    """The parameters of one node, in declaration order."""
+
+    node_name: str
+    specs: tuple[ParamSpec, ...] = field(default_factory=tuple)
+
+    def __getitem__(self, name: str) -> ParamSpec:
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def defaults(self) -> dict[str, ParamValue]:
+        return {s.name: s.default for s in self.specs}
+
+    def validate(self, values: dict[str, Any]) -> list[str]:
+        """Reasons why ``values`` (name -> value) are not acceptable; empty when all are."""
+        errors = []
+        for name, value in values.items():
+            try:
+                spec = self[name]
+            except KeyError:
+                errors.append(f"unknown parameter {name!r} for {self.node_name}")
+                continue
+            reason = spec.validate(value)
+            if reason:
+                errors.append(reason)
+        return errors
+
+    def markdown_table(self) -> str:
+        """The README table of these parameters (the README embeds exactly this text)."""
+        rows = [
+            "| parameter | type | default | unit | valid | description |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for s in self.specs:
+            default = s.default if not isinstance(s.default, str) else f'"{s.default}"'
+            if isinstance(s.default, bool):
+                default = str(s.default).lower()
+            flags = " (read-only: set at start)" if s.read_only else ""
+            rows.append(
+                f"| `{s.name}` | {s.type_name} | `{default}` | {s.unit} | {s.range_text()} "
+                f"| {s.description}{flags} |"
+            )
+        return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared groups. The model group is the same in every node that runs an estimator, and in the
+# annotator's command line, so it is defined once here.
+
+BACKENDS = ("vlm",)
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+MODEL_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "model.backend", "vlm", "Which estimator answers spatial questions.",
+        choices=BACKENDS, read_only=True,
+    ),
+    ParamSpec(
+        "model.name_or_path", "Qwen/Qwen2.5-VL-7B-Instruct",
+        "Hub id or local directory of an image-text-to-text checkpoint (transformers). Offline "
+        "(HF_HUB_OFFLINE=1) a hub id must already be in the cache.",
+        read_only=True, allow_empty=False,
+    ),
+    ParamSpec(
+        "model.device", "auto", "Where the model runs; auto picks cuda when available.",
+        choices=DEVICES, read_only=True,
+    ),
+    ParamSpec(
+        "model.dtype", "auto", "Weights dtype; auto is bfloat16 on CUDA and float32 on CPU.",
+        choices=DTYPES, read_only=True,
+    ),
+    ParamSpec(
+        "model.max_image_pixels", 401408,
+        "Frames are downscaled to at most this many pixels before the model sees them "
+        "(0: no limit). Bounds GPU memory and latency.",
+        unit="px", min_value=0, max_value=16_777_216, read_only=True,
+    ),
+    ParamSpec(
+        "model.max_new_tokens", 32, "Longest answer the model may generate.",
+        unit="tokens", min_value=1, max_value=1024,
+    ),
+    ParamSpec(
+        "model.temperature", 0.7,
+        "Sampling temperature when samples_per_frame > 1 (one sample is decoded greedily).",
+        min_value=0.01, max_value=5.0,
+    ),
+    ParamSpec(
+        "model.seed", 0, "Seed for sampled answers; makes repeated runs comparable.",
+        min_value=0, max_value=2**31 - 1, read_only=True,
+    ),
+    ParamSpec(
+        "model.trust_remote_code", False,
+        "Allow checkpoints that ship their own Python code (only for models you trust).",
+        read_only=True,
+    ),
+)
+
+IMAGE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "image_transport", "raw",
+        "raw subscribes `image` (sensor_msgs/Image); compressed subscribes `image/compressed` "
+        "(sensor_msgs/CompressedImage).",
+        choices=("raw", "compressed"), read_only=True,
+    ),
+)
+
+REWARD_PARAMS = ParamSet(
+    "spatialvlm_reward",
+    (
+        ParamSpec(
+            "target_object", "the orange tea bottle",
+            "The object whose distance from the gripper is the reward, in plain words.",
+            allow_empty=False,
+        ),
+        ParamSpec(
+            "gripper_description", "the robot gripper",
+            "How the gripper is named in the question.", allow_empty=False,
+        ),
+        ParamSpec(
+            "question_template",
+            "How far is {gripper} from {target}? Answer with a distance in metres.",
+            "The question put to the model on every frame; {gripper} and {target} are filled in.",
+            allow_empty=False,
+        ),
+        ParamSpec(
+            "samples_per_frame", 1,
+            "Answers sampled per frame and combined by their median (the paper averaged several).",
+            min_value=1, max_value=16,
+        ),
+        ParamSpec(
+            "reward.mode", "negative_distance",
+            "negative_distance: reward = -scale * d. progress: reward = scale * (d_prev - d), 0 on "
+            "the first frame of an episode.",
+            choices=("negative_distance", "progress"),
+        ),
+        ParamSpec("reward.scale", 1.0, "Multiplies the shaped reward.", unit="1/m",
+                  min_value=0.0, max_value=1e6),
+        ParamSpec(
+            "reward.success_distance_m", 0.0,
+            "Within this distance the success bonus is added (0 disables it).", unit="m",
+            min_value=0.0, max_value=100.0,
+        ),
+        ParamSpec("reward.success_bonus", 0.0, "Added to the reward within the success distance.",
+                  min_value=-1e6, max_value=1e6),
+        ParamSpec(
+            "reward.smoothing_window", 1,
+            "Median of the last N distances drives the reward (1: no smoothing). Cleared by reset.",
+            min_value=1, max_value=100,
+        ),
+        *IMAGE_PARAMS,
+        ParamSpec(
+            "diagnostics_period_s", 1.0, "How often rate, latency and drops go to /diagnostics.",
+            unit="s", min_value=0.1, max_value=60.0, read_only=True,
+        ),
+        *MODEL_PARAMS,
+    ),
+)
+
+ALL_PARAM_SETS: tuple[ParamSet, ...] = (REWARD_PARAMS,)

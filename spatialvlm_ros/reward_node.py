@@ -1,0 +1,204 @@
+"""reward_node (``spatialvlm_reward``): the gripper-to-target distance on every camera frame, as an RL reward.
+
+Thin by design: camera input -> newest-frame slot -> worker thread asks the estimator -> reward shaping
+(core) -> publish with the source image's stamp. The executor thread never runs the model.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import Float32, String
+from std_srvs.srv import Trigger
+
+from spatialvlm_ros.camera_input import CameraFrame, CameraInput, stamp_dict
+from spatialvlm_ros.node_support import NodeParams, StartupError, ThrottledLog, run_nodes, to_json
+from spatialvlm_ros.params import REWARD_PARAMS
+from spatialvlm_ros.spatial.estimator import (
+    Estimator,
+    ModelConfig,
+    ModelLoadError,
+    shared_estimator,
+)
+from spatialvlm_ros.spatial.latest import LatestSlot, Worker
+from spatialvlm_ros.spatial.questions import distance_query
+from spatialvlm_ros.spatial.reward import RewardConfig, RewardShaper
+
+NODE_NAME = "spatialvlm_reward"
+
+
+class RewardNode(Node):
+    """Publishes ``reward`` and ``reward_info`` for each frame the estimator could measure."""
+
+    def __init__(self, estimator: Estimator | None = None, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        try:
+            self.params = NodeParams(self, REWARD_PARAMS, on_change=self._on_params)
+            self._query = self._make_query(self.params.values)
+            self._shaper = RewardShaper(RewardConfig.from_params(self.params.values))
+        except ValueError as exc:
+            raise StartupError(f"{NODE_NAME}: {exc}") from exc
+        if estimator is None:
+            try:
+                estimator = shared_estimator(ModelConfig.from_params(self.params.values))
+            except (ModelLoadError, ValueError) as exc:
+                raise StartupError(f"{NODE_NAME}: {exc}") from exc
+        self.estimator = estimator
+        self._state_lock = threading.Lock()  # guards the shaper and the query, never held on the model
+        self._episode = 0
+        self._throttle = ThrottledLog(self.get_logger())
+        self._latencies_ms: deque[float] = deque(maxlen=100)
+        self._published_times: deque[float] = deque(maxlen=100)
+        self._last_error: str | None = None
+        self._processed = 0
+
+        self.reward_pub = self.create_publisher(Float32, "reward", 10)
+        self.info_pub = self.create_publisher(String, "reward_info", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Services get their own group so a burst of frames never delays a reset.
+        self.create_service(Trigger, "reset", self._on_reset,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        self._slot: LatestSlot[CameraFrame] = LatestSlot()
+        self.camera = CameraInput(self, self.params["image_transport"], self._slot.put, self._on_bad_frame,
+                                  callback_group=MutuallyExclusiveCallbackGroup())
+        self._worker = Worker(self._slot, self._process, self._on_worker_error, name="reward-worker")
+        self._worker.start()
+        self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
+        self.get_logger().info(
+            f"ready: backend={self.estimator.backend} model={self.estimator.model_name} "
+            f"target={self.params['target_object']!r} mode={self.params['reward.mode']}")
+
+    # ------------------------------------------------------------------ parameters and services
+    def _make_query(self, values: dict[str, Any]):
+        return distance_query(values["question_template"], values["gripper_description"],
+                              values["target_object"])
+
+    def _on_params(self, new: dict[str, Any]) -> str | None:
+        try:
+            query = self._make_query(new)
+            reward_config = RewardConfig.from_params(new)
+        except ValueError as exc:
+            return str(exc)
+        with self._state_lock:
+            if query != self._query:
+                # A different target (or question) makes distances incomparable: new episode.
+                self._query = query
+                self._shaper.reset()
+                self._episode += 1
+            self._shaper.reconfigure(reward_config)
+        return None
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._state_lock:
+            self._shaper.reset()
+            self._episode += 1
+            episode = self._episode
+        response.success = True
+        response.message = f"episode {episode} started: smoothing and progress baseline cleared"
+        return response
+
+    # ------------------------------------------------------------------ frames
+    def _info(self, header: Any, **fields: Any) -> dict[str, Any]:
+        return {
+            "stamp": stamp_dict(header),
+            "frame_id": header.frame_id,
+            "target": self._query.object_b,
+            "question": self._query.text,
+            "distance_m": None,
+            "raw_distance_m": None,
+            "reward": None,
+            "success": None,
+            "raw_answers": [],
+            "backend": self.estimator.backend,
+            "model": self.estimator.model_name,
+            "latency_ms": None,
+            "frames_dropped": self._slot.dropped,
+            "episode": self._episode,
+            "error": None,
+            **fields,
+        }
+
+    def _on_bad_frame(self, header: Any, reason: str) -> None:
+        self._last_error = reason
+        self._throttle.warn("bad_frame", f"frame skipped: {reason}")
+        self.info_pub.publish(String(data=to_json(self._info(header, error=reason))))
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._throttle.warn("worker", f"frame skipped, estimator raised: {self._last_error}")
+
+    def _process(self, item: CameraFrame) -> None:
+        with self._state_lock:
+            query = self._query
+        samples = self.params["samples_per_frame"]
+        (estimate,) = self.estimator.estimate([(item.frame, query)], samples=samples)
+        with self._state_lock:
+            stale = query != self._query
+            # An answer about the previous target must not enter the new target's episode.
+            step = None if estimate.value_m is None or stale else self._shaper.step(estimate.value_m)
+            episode = self._episode
+        latency_ms = (time.monotonic() - item.received_monotonic_s) * 1e3
+        self._processed += 1
+        self._latencies_ms.append(latency_ms)
+        info = self._info(
+            item.header, raw_answers=estimate.raw_answers, latency_ms=round(latency_ms, 2),
+            episode=episode, sample_distances_m=estimate.sample_values_m)
+        if stale:
+            info["error"] = "target_object changed while this frame was measured; not rewarded"
+        elif step is None:
+            info["error"] = estimate.reason
+            self._last_error = estimate.reason
+            self._throttle.warn("no_distance", f"no reward for this frame: {estimate.reason}")
+        else:
+            info.update(distance_m=step.distance_m, raw_distance_m=step.raw_distance_m,
+                        reward=step.reward, success=step.success)
+            if item.depth_error:
+                info["warning"] = item.depth_error
+            self.reward_pub.publish(Float32(data=float(step.reward)))
+            self._published_times.append(time.monotonic())
+        self.info_pub.publish(String(data=to_json(info)))
+
+    # ------------------------------------------------------------------ diagnostics and shutdown
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        recent = [t for t in self._published_times if now - t <= 10.0]
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        latency = statistics.median(self._latencies_ms) if self._latencies_ms else 0.0
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK if self._processed else DiagnosticStatus.WARN,
+            name=f"{self.get_fully_qualified_name()}: reward",
+            message="publishing rewards" if recent else "no reward published in the last 10 s",
+            hardware_id=self.estimator.model_name,
+            values=[
+                KeyValue(key="reward_rate_hz", value=f"{rate:.2f}"),
+                KeyValue(key="median_latency_ms", value=f"{latency:.1f}"),
+                KeyValue(key="frames_received", value=str(self.camera.received)),
+                KeyValue(key="frames_processed", value=str(self._processed)),
+                KeyValue(key="frames_dropped", value=str(self._slot.dropped)),
+                KeyValue(key="frames_bad", value=str(self.camera.bad)),
+                KeyValue(key="last_error", value=self._last_error or ""),
+            ],
+        )
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+
+    def close(self) -> None:
+        """Stop the worker and free the model (called by main on the way out)."""
+        self._worker.stop()
+        self.estimator.close()
+
+
+def main(args: list[str] | None = None) -> None:
+    raise SystemExit(run_nodes([RewardNode]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The estimator interface every backend implements: frames + spatial questions in, metric answers out.
+
+Backends (the VLM here, a geometric one later) differ only in how they answer; nodes, the affordance
+chain and the annotator talk to this interface alone. Building a backend imports torch lazily.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from spatialvlm_ros.params import BACKENDS, DEVICES, DTYPES
+from spatialvlm_ros.spatial.distance_text import parse_distance
+
+QUERY_KINDS = ("distance", "gap_width")
+
+
+@dataclass(frozen=True)
+class SpatialQuery:
+    """One metric question about two objects in a frame.
+
+    ``text`` is what a VLM is asked; ``kind`` and the object names let a geometric backend answer
+    the same question without reading the text.
+    """
+
+    kind: str
+    object_a: str
+    object_b: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in QUERY_KINDS:
+            raise ValueError(f"query kind {self.kind!r} is not known; accepted: {', '.join(QUERY_KINDS)}")
+        if not self.text.strip():
+            raise ValueError("a query needs question text")
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole camera intrinsics in pixels (from sensor_msgs/CameraInfo K)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+
+@dataclass
+class Frame:
+    """What a backend may look at: the colour image, and optionally aligned metric depth and intrinsics."""
+
+    rgb: np.ndarray
+    depth_m: np.ndarray | None = None
+    intrinsics: Intrinsics | None = None
+
+
+@dataclass
+class Estimate:
+    """The answer to one query on one frame. ``value_m`` is None when no distance could be read,
+    and ``reason`` then says why; it is never filled with a guess."""
+
+    query: SpatialQuery
+    value_m: float | None
+    raw_answers: list[str] = field(default_factory=list)
+    sample_values_m: list[float | None] = field(default_factory=list)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.query.kind,
+            "question": self.query.text,
+            "object_a": self.query.object_a,
+            "object_b": self.query.object_b,
+            "value_m": self.value_m,
+            "raw_answers": list(self.raw_answers),
+            "sample_values_m": list(self.sample_values_m),
+            "reason": self.reason,
+        }
+
+
+class Estimator(Protocol):
+    """Answers spatial queries on frames. Implementations batch internally."""
+
+    backend: str
+    model_name: str
+
+    def estimate(self, items: Sequence[tuple[Frame, SpatialQuery]], samples: int = 1) -> list[Estimate]:
+        """One Estimate per (frame, query), in order, each combining ``samples`` sampled answers.
+
+        Never raises for an unanswerable query: the Estimate says why instead.
+        """
+        ...
+
+    def close(self) -> None:
+        """Free the model (GPU memory)."""
+        ...
+
+
+def combine_answers(query: SpatialQuery, raw_answers: Sequence[str]) -> Estimate:
+    """Parse each sampled answer and combine the readable ones by their median.
+
+    The median rather than the paper's mean: one wild sample (a "50 m" among "0.4 m") should not
+    move the reward.
+    """
+    values = [parse_distance(text) for text in raw_answers]
+    numbers = [v for v in values if v is not None and math.isfinite(v)]
+    if not numbers:
+        shown = raw_answers[0][:80] if raw_answers else ""
+        return Estimate(query, None, list(raw_answers), values,
+                        reason=f"no distance in the model's answer: {shown!r}")
+    return Estimate(query, float(statistics.median(numbers)), list(raw_answers), values)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model group of parameters (``model.*``), validated on construction."""
+
+    backend: str = "vlm"
+    name_or_path: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    device: str = "auto"
+    dtype: str = "auto"
+    max_image_pixels: int = 401408
+    max_new_tokens: int = 32
+    temperature: float = 0.7
+    seed: int = 0
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, accepted in (
+            ("model.backend", self.backend, BACKENDS),
+            ("model.device", self.device, DEVICES),
+            ("model.dtype", self.dtype, DTYPES),
+        ):
+            if value not in accepted:
+                raise ValueError(f"{name}={value!r} is not accepted; accepted: {', '.join(accepted)}")
+        if not self.name_or_path.strip():
+            raise ValueError("model.name_or_path is empty: give a hub id or a local checkpoint directory")
+        if self.max_new_tokens < 1:
+            raise ValueError("model.max_new_tokens must be at least 1")
+
+    @classmethod
+    def from_params(cls, values: dict[str, Any]) -> ModelConfig:
+        """Build from node parameter values (the ``model.*`` keys)."""
+        return cls(**{k[len("model."):]: v for k, v in values.items() if k.startswith("model.")})
+
+
+def build_estimator(config: ModelConfig) -> Estimator:
+    """Load the configured backend. Raises ModelLoadError with what to do when it cannot."""
+    if config.backend == "vlm":
+        from spatialvlm_ros.spatial.vlm import VLMEstimator  # torch/transformers load here only
+
+        return VLMEstimator(config)
+    raise ValueError(f"model.backend={config.backend!r} is not accepted; accepted: {', '.join(BACKENDS)}")
+
+
+class SerializedEstimator:
+    """One model copy shared by several nodes in a process: estimate() calls take turns.
+
+    Generation on one model is not safe to run concurrently (and would only contend for the GPU).
+    """
+
+    def __init__(self, inner: Estimator) -> None:
+        self.inner = inner
+        self.backend = inner.backend
+        self.model_name = inner.model_name
+        self._lock = threading.Lock()
+        self._users = 0
+
+    def estimate(self, items: Sequence[tuple[Frame, SpatialQuery]], samples: int = 1) -> list[Estimate]:
+        with self._lock:
+            return self.inner.estimate(items, samples)
+
+    def close(self) -> None:
+        """Frees the model when the last node that shares it closes."""
+        with _SHARED_LOCK:
+            self._users -= 1
+            if self._users > 0:
+                return
+            for key, value in list(_SHARED.items()):
+                if value is self:
+                    del _SHARED[key]
+        self.inner.close()
+
+
+_SHARED: dict[ModelConfig, SerializedEstimator] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_estimator(config: ModelConfig) -> SerializedEstimator:
+    """The process's estimator for ``config``, loaded on first use (one model copy per process)."""
+    with _SHARED_LOCK:
+        estimator = _SHARED.get(config)
+        if estimator is None:
+            estimator = SerializedEstimator(build_estimator(config))
+            _SHARED[config] = estimator
+        estimator._users += 1
+        return estimator
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message says what to do about it."""

@@ -1,0 +1,91 @@
+"""Newest-frame-wins hand-off from a subscription callback to a worker thread.
+
+The camera callback only drops the frame into a one-item slot (replacing, and counting, any frame the
+worker has not taken yet); the worker runs the slow model on the newest frame. Latency therefore stays
+bounded by one model call however fast the camera is, and nothing queues up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class LatestSlot(Generic[T]):
+    """A one-item mailbox: put() replaces, take() blocks until an item or close()."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+        self.dropped = 0  # items replaced before the worker took them
+        self.accepted = 0
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self.accepted += 1
+            self._cond.notify()
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """The newest item, or None on close()/timeout."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._item is not None or self._closed, timeout):
+                return None
+            item, self._item = self._item, None
+            return item
+
+    def peek(self) -> T | None:
+        with self._cond:
+            return self._item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class Worker(Generic[T]):
+    """A daemon thread that feeds each item taken from a LatestSlot to ``handle``.
+
+    Exceptions from ``handle`` go to ``on_error`` and the loop goes on: one bad frame must not
+    stop the node.
+    """
+
+    def __init__(self, slot: LatestSlot[T], handle: Callable[[T], None],
+                 on_error: Callable[[BaseException], None], name: str = "spatialvlm-worker") -> None:
+        self._slot = slot
+        self._handle = handle
+        self._on_error = on_error
+        self.busy = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._slot.closed:
+            item = self._slot.take(timeout=0.5)
+            if item is None:
+                continue
+            self.busy.set()
+            try:
+                self._handle(item)
+            except Exception as exc:  # noqa: BLE001 - reported, and the worker must survive
+                self._on_error(exc)
+            finally:
+                self.busy.clear()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._slot.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
