@@ -37,7 +37,11 @@ class DemoCamera(Node):
         self.index = 0
         self.frames = frames
         self.last_answer_time = time.monotonic()
-        self.timer = self.create_timer(1.0 / rate_hz, self._tick)
+        self.period_s = 1.0 / rate_hz
+
+    def play(self) -> None:
+        """Start publishing (the timer is made here so no frame goes out before the node listens)."""
+        self.create_timer(self.period_s, self._tick)
 
     def _tick(self) -> None:
         if self.index >= self.frames:
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                               or node.count_subscribers("image") == 0
                               or node.reward_info_matched() == 0):
             rclpy.spin_once(node, timeout_sec=0.1)
+        node.play()
         deadline = None
         while rclpy.ok():
             rclpy.spin_once(node, timeout_sec=0.05)

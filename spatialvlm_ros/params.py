@@ -73,10 +73,14 @@ class ParamSpec:
         if self.choices:
             return " \\| ".join(self.choices)
         if self.min_value is not None or self.max_value is not None:
-            lo = "" if self.min_value is None else f"{self.min_value:g}"
-            hi = "" if self.max_value is None else f"{self.max_value:g}"
+            lo = "" if self.min_value is None else _number(self.min_value)
+            hi = "" if self.max_value is None else _number(self.max_value)
             return f"[{lo}, {hi}]"
         return ""
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 @dataclass(frozen=True)
