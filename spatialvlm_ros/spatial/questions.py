@@ -22,7 +22,8 @@ def check_template(template: str, fields: tuple[str, ...], required: tuple[str, 
         return f"question template {template!r} is not a valid format string: {exc}"
     unknown = used - set(fields)
     if unknown:
-        return (f"question template uses unknown field(s) {', '.join(sorted(unknown))}; "
+        shown = ", ".join("{" + name + "}" for name in sorted(unknown))
+        return (f"question template uses unknown field(s) {shown}; "
                 f"accepted: {', '.join('{' + f + '}' for f in fields)}")
     missing = [f for f in required if f not in used]
     if missing:

@@ -76,6 +76,13 @@ def load_processor_and_model(config: ModelConfig, device: str, dtype: torch.dtyp
     try:
         processor = AutoProcessor.from_pretrained(name, **kwargs)
     except OSError as exc:
+        if local.exists():
+            # A local directory is never a cache miss: its processor files are missing or broken.
+            raise ModelLoadError(
+                f"cannot load the processor from the local checkpoint {name!r}: {exc}. The directory needs "
+                "the processor files beside config.json (processor_config.json or "
+                "preprocessor_config.json, and the tokenizer files) that processor.save_pretrained or a "
+                "full hub download writes") from exc
         if _offline() or "couldn't connect" in str(exc).lower():
             raise ModelLoadError(
                 f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
@@ -176,7 +183,10 @@ class VLMEstimator:
             chunk = items[start:start + self.max_batch_size]
             # One PIL image per distinct frame object: several questions on one frame share it.
             cache: dict[int, Image.Image] = {}
-            images = [cache.setdefault(id(frame), self._image(frame.rgb)) for frame, _ in chunk]
+            for frame, _ in chunk:
+                if id(frame) not in cache:
+                    cache[id(frame)] = self._image(frame.rgb)
+            images = [cache[id(frame)] for frame, _ in chunk]
             try:
                 answers = self.generate_answers(images, [q.text for _, q in chunk], samples)
             except (RuntimeError, ValueError) as exc:

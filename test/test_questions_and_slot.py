@@ -1,0 +1,248 @@
+"""Question templates, the newest-frame-wins slot and its worker, and the synthetic approach scene."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from spatialvlm_ros.spatial.estimator import SpatialQuery
+from spatialvlm_ros.spatial.latest import LatestSlot, Worker
+from spatialvlm_ros.spatial.questions import (
+    DEFAULT_DISTANCE_TEMPLATE,
+    DISTANCE_FIELDS,
+    check_template,
+    distance_query,
+)
+from spatialvlm_ros.spatial.synthetic_scene import ApproachScene
+
+# ------------------------------------------------------------------ question templates
+
+
+def test_default_template_fills_both_fields():
+    q = distance_query(DEFAULT_DISTANCE_TEMPLATE, " the robot gripper ", "the orange tea bottle  ")
+    assert q == SpatialQuery(
+        "distance", "the robot gripper", "the orange tea bottle",
+        "How far is the robot gripper from the orange tea bottle? Answer with a distance in metres.")
+
+
+def test_custom_template_may_omit_the_gripper_and_repeat_the_target():
+    q = distance_query("Distance to {target}? ({target}, metres)", "gripper", "the mug")
+    assert q.text == "Distance to the mug? (the mug, metres)"
+    assert check_template("Distance to {target}?", DISTANCE_FIELDS, required=("target",)) is None
+
+
+@pytest.mark.parametrize("template, unknown", [
+    ("How far is {gripper} from {object}?", "object"),
+    ("How far is {robot} from {target}?", "robot"),
+    ("How far is {gripper} from {target.name}?", "target.name"),
+])
+def test_unknown_field_is_refused_naming_the_accepted_fields(template, unknown):
+    with pytest.raises(ValueError) as info:
+        distance_query(template, "gripper", "bottle")
+    msg = str(info.value)
+    assert f"unknown field(s) {unknown}" in msg and "accepted: {gripper}, {target}" in msg
+
+
+def test_positional_field_is_refused():
+    with pytest.raises(ValueError, match="accepted: {gripper}, {target}"):
+        distance_query("How far is {} from {target}?", "gripper", "bottle")
+
+
+def test_missing_target_is_refused():
+    with pytest.raises(ValueError) as info:
+        distance_query("How far is {gripper} from the thing?", "gripper", "bottle")
+    assert "must contain {target}" in str(info.value)
+
+
+@pytest.mark.parametrize("template", ["How far is {gripper} from {target?", "How far} is {target}?",
+                                      "{target} {"])
+def test_malformed_braces_are_refused(template):
+    with pytest.raises(ValueError) as info:
+        distance_query(template, "gripper", "bottle")
+    assert "is not a valid format string" in str(info.value) and template in str(info.value)
+
+
+@pytest.mark.parametrize("target", ["", "   ", "\t\n"])
+def test_empty_target_is_refused(target):
+    with pytest.raises(ValueError, match="target_object must not be empty"):
+        distance_query(DEFAULT_DISTANCE_TEMPLATE, "gripper", target)
+
+
+def test_query_checks_kind_and_text():
+    with pytest.raises(ValueError, match="accepted: distance, gap_width"):
+        SpatialQuery("height", "a", "b", "How tall?")
+    with pytest.raises(ValueError, match="question text"):
+        SpatialQuery("distance", "a", "b", "  ")
+
+
+# ------------------------------------------------------------------ LatestSlot
+
+
+def test_newest_item_wins_and_replaced_items_are_counted():
+    slot: LatestSlot[int] = LatestSlot()
+    for i in range(1, 4):
+        slot.put(i)
+    assert slot.peek() == 3
+    assert slot.take(timeout=0) == 3
+    assert (slot.dropped, slot.accepted) == (2, 3)
+    slot.put(4)
+    assert slot.take(timeout=0) == 4
+    assert (slot.dropped, slot.accepted) == (2, 4)  # a taken item is not dropped
+    assert slot.peek() is None
+
+
+def test_take_times_out_with_none():
+    slot: LatestSlot[int] = LatestSlot()
+    start = time.monotonic()
+    assert slot.take(timeout=0.1) is None
+    assert 0.09 <= time.monotonic() - start < 2.0
+
+
+def test_put_wakes_a_blocked_take():
+    slot: LatestSlot[str] = LatestSlot()
+    got: list[str | None] = []
+    taker = threading.Thread(target=lambda: got.append(slot.take(timeout=10)))
+    taker.start()
+    time.sleep(0.05)
+    slot.put("frame")
+    taker.join(2)
+    assert not taker.is_alive() and got == ["frame"]
+
+
+def test_close_wakes_a_blocked_take():
+    slot: LatestSlot[int] = LatestSlot()
+    got: list[int | None] = []
+    # A long timeout rather than none, so a close() that wakes nobody fails the test instead of hanging it.
+    taker = threading.Thread(target=lambda: got.append(slot.take(timeout=5)))
+    taker.start()
+    time.sleep(0.05)
+    assert taker.is_alive() and not slot.closed
+    start = time.monotonic()
+    slot.close()
+    taker.join(2)
+    assert not taker.is_alive() and got == [None] and slot.closed
+    assert time.monotonic() - start < 1.0
+
+
+# ------------------------------------------------------------------ Worker
+
+
+def test_worker_survives_an_exception_and_reports_it():
+    slot: LatestSlot[str] = LatestSlot()
+    handled: list[str] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def handle(item: str) -> None:
+        if item == "bad":
+            raise ValueError("undecodable frame")
+        handled.append(item)
+        if item == "last":
+            done.set()
+
+    worker = Worker(slot, handle, errors.append)
+    worker.start()
+    try:
+        slot.put("bad")
+        deadline = time.monotonic() + 2
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        slot.put("last")
+        assert done.wait(2)
+    finally:
+        worker.stop()
+    assert handled == ["last"]
+    assert len(errors) == 1 and isinstance(errors[0], ValueError)
+    assert str(errors[0]) == "undecodable frame"
+    assert not worker._thread.is_alive()  # stop() ends the thread
+    assert not worker.busy.is_set()
+
+
+def test_worker_handles_the_newest_frame_after_a_slow_one():
+    slot: LatestSlot[int] = LatestSlot()
+    handled: list[int] = []
+    release = threading.Event()
+    finished = threading.Event()
+
+    def handle(item: int) -> None:
+        handled.append(item)
+        if item == 1:
+            release.wait(2)  # a slow model call
+        if item == 4:
+            finished.set()
+
+    worker = Worker(slot, handle, lambda exc: None)
+    worker.start()
+    try:
+        slot.put(1)
+        deadline = time.monotonic() + 2
+        while not worker.busy.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert worker.busy.is_set()  # busy while the model runs
+        for i in (2, 3, 4):  # the camera goes on while the model is busy
+            slot.put(i)
+        release.set()
+        assert finished.wait(2)
+    finally:
+        worker.stop()
+    assert handled == [1, 4] and slot.dropped == 2
+
+
+# ------------------------------------------------------------------ synthetic scene
+
+
+@pytest.fixture(scope="module")
+def scene() -> ApproachScene:
+    return ApproachScene(width=320, height=240, frames=12)
+
+
+def test_distance_falls_monotonically_over_the_approach(scene):
+    distances = [scene.render(i).true_distance_m for i in range(scene.frames)]
+    assert (np.diff(distances) < 0).all()
+    # start 0.6 m left and 5 cm above the bottle; end 8 cm left and 2 cm above
+    assert distances[0] == pytest.approx(np.hypot(0.6, 0.05))
+    assert distances[-1] == pytest.approx(np.hypot(0.08, 0.02))
+
+
+def test_true_distance_is_the_norm_of_the_3d_positions(scene):
+    for i in (0, 5, scene.frames - 1):
+        frame = scene.render(i)
+        expected = np.linalg.norm(np.subtract(frame.gripper_xyz_m, frame.target_xyz_m))
+        assert frame.true_distance_m == pytest.approx(float(expected), abs=1e-12)
+        assert len(frame.gripper_xyz_m) == 3 and frame.target_xyz_m == pytest.approx((0.15, 0.05, 1.0))
+
+
+def test_render_clamps_the_index(scene):
+    assert scene.render(-3).true_distance_m == scene.render(0).true_distance_m
+    assert scene.render(999).true_distance_m == scene.render(scene.frames - 1).true_distance_m
+
+
+@pytest.mark.parametrize("width, height", [(640, 480), (320, 240)])
+def test_depth_is_aligned_and_the_bottle_pixels_carry_its_depth(width, height):
+    scene = ApproachScene(width=width, height=height, frames=5)
+    frame = scene.render(2)
+    assert frame.rgb.shape == (height, width, 3) and frame.rgb.dtype == np.uint8
+    assert frame.depth_m.shape == (height, width) and frame.depth_m.dtype == np.float32
+    assert np.isfinite(frame.depth_m).all() and (frame.depth_m > 0).all()
+    bottle = np.all(frame.rgb == (255, 140, 0), axis=-1)
+    assert bottle.sum() > 0.002 * width * height
+    assert np.allclose(frame.depth_m[bottle], frame.target_xyz_m[2])
+    # The bottle's centre projects (pinhole, known intrinsics) onto an orange pixel at its depth.
+    k = scene.intrinsics
+    x, y, z = frame.target_xyz_m
+    u, v = round(k.fx * x / z + k.cx), round(k.fy * y / z + k.cy)
+    assert bottle[v, u] and frame.depth_m[v, u] == pytest.approx(z)
+    # The gripper's palm carries the gripper's depth; the wall behind stays farther away.
+    palm = np.all(frame.rgb == (60, 60, 70), axis=-1)
+    assert palm.any() and np.allclose(frame.depth_m[palm], frame.gripper_xyz_m[2])
+    assert frame.depth_m[0, 0] == pytest.approx(1.4)
+
+
+def test_scene_refuses_unusable_sizes():
+    with pytest.raises(ValueError, match="32x32"):
+        ApproachScene(width=16, height=480)
+    with pytest.raises(ValueError, match="frames must be at least 1"):
+        ApproachScene(frames=0)
