@@ -90,6 +90,13 @@ def load_processor_and_model(config: ModelConfig, device: str, dtype: torch.dtyp
                 f"network access: `hf download {name}` (or huggingface_hub.snapshot_download), then "
                 "run offline; or set model.name_or_path to a local checkpoint directory.") from exc
         raise ModelLoadError(f"cannot load the processor of {name!r}: {exc}") from exc
+    except ValueError as exc:
+        # transformers raises ValueError ("Unrecognized processing class", a broken tokenizer) for a
+        # checkpoint whose processor it cannot build; that is a packaging problem of the checkpoint.
+        raise ModelLoadError(
+            f"cannot build a processor for {name!r}: {exc}. An image-text-to-text checkpoint needs its "
+            "processor and tokenizer files beside config.json (as processor.save_pretrained writes them)"
+        ) from exc
     except ImportError as exc:
         raise ModelLoadError(
             f"the processor of {name!r} needs a library that is missing: {exc}. "
