@@ -27,6 +27,9 @@ setup(
     entry_points={
         "console_scripts": [
             "reward_node = spatialvlm_ros.reward_node:main",
+            "affordance_node = spatialvlm_ros.affordance_node:main",
+            "spatialvlm_node = spatialvlm_ros.combined_node:main",
+            "recorder_node = spatialvlm_ros.recorder_node:main",
             "spatialvlm_demo_camera = spatialvlm_ros.demo_camera:main",
             "spatialvlm_make_tiny_model = spatialvlm_ros.tiny_models:main",
         ],

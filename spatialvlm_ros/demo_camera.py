@@ -2,6 +2,8 @@
 
 It publishes ``image`` (rgb8), ``depth`` (16UC1) and ``camera_info`` at a fixed rate, listens to
 ``reward_info``, and prints one line per answer next to the true distance of the frame it refers to.
+With ``--ask "Can a 0.6 m wide robot pass between ... and ...?"`` it then puts that question to the
+affordance node (``affordance/query``, JSON with an id) and prints the answer with the same id.
 Used by the README demo and by the end-to-end tests.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -46,7 +49,11 @@ class DemoCamera(Node):
     def _tick(self) -> None:
         if self.index >= self.frames:
             return
-        frame = self.scene.render(self.index)
+        self._publish(self.index)
+        self.index += 1
+
+    def _publish(self, index: int) -> None:
+        frame = self.scene.render(index)
         stamp = self.get_clock().now().to_msg()
         header_kwargs = {"stamp": stamp, "frame_id": "demo_camera_optical"}
         image = Image(**rgb_to_image_fields(frame.rgb, "rgb8"))
@@ -58,11 +65,51 @@ class DemoCamera(Node):
         for msg in (image, depth, info):
             msg.header.stamp = header_kwargs["stamp"]
             msg.header.frame_id = header_kwargs["frame_id"]
-        self.sent[(stamp.sec, stamp.nanosec)] = (self.index, frame.true_distance_m)
+        self.sent[(stamp.sec, stamp.nanosec)] = (index, frame.true_distance_m)
         self.depth_pub.publish(depth)
         self.info_pub.publish(info)
         self.image_pub.publish(image)
-        self.index += 1
+
+    def ask(self, question: str, wait_s: float) -> dict | None:
+        """Put ``question`` to the affordance node; its answer (same id), or None after ``wait_s``.
+
+        The camera keeps streaming its last view meanwhile, so the node answers on a fresh frame.
+        """
+        request_id = f"demo-{os.getpid()}"
+        answers: list[dict] = []
+
+        def on_answer(msg: String) -> None:
+            try:
+                answers.append(json.loads(msg.data))
+            except ValueError:
+                pass
+
+        query_pub = self.create_publisher(String, "affordance/query", 10)
+        answer_sub = self.create_subscription(String, "affordance/answer", on_answer, 10)
+        deadline = time.monotonic() + wait_s
+        while rclpy.ok() and time.monotonic() < deadline and (
+                query_pub.get_subscription_count() == 0 or answer_sub.get_publisher_count() == 0):
+            rclpy.spin_once(self, timeout_sec=0.1)
+        if query_pub.get_subscription_count() == 0:
+            print("ask: no affordance node is listening on affordance/query", flush=True)
+            return None
+        last = max(self.frames - 1, 0)
+        self._publish(last)
+        next_frame_s = time.monotonic() + self.period_s
+        asked = False
+        while rclpy.ok() and time.monotonic() < deadline:
+            rclpy.spin_once(self, timeout_sec=0.02)
+            if time.monotonic() >= next_frame_s:
+                self._publish(last)
+                next_frame_s += self.period_s
+                if not asked:  # one frame period after the first re-sent frame: the node has it
+                    print(f"ask: {question}", flush=True)
+                    query_pub.publish(String(data=json.dumps({"id": request_id, "question": question})))
+                    asked = True
+            for answer in answers:
+                if answer.get("id") == request_id:
+                    return answer
+        return None
 
     def reward_info_matched(self) -> int:
         return self.reward_info_sub.get_publisher_count()
@@ -89,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-s", type=float, default=60.0,
                         help="give up this long after the last frame if answers are missing")
     parser.add_argument("--best-effort", action="store_true", help="publish best-effort like many cameras")
+    parser.add_argument("--ask", metavar="QUESTION", default="",
+                        help="after the approach, ask the affordance node this gap question and print "
+                             "its answer (waits up to --wait-s)")
     args, ros_args = parser.parse_known_args(argv)
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = DemoCamera(args.rate, args.frames, not args.best_effort)
@@ -115,10 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     rewarded = [a for a in answered if a["distance_m"] is not None]
     print(f"summary: sent {node.index} frames, {len(answered)} answers matched a sent frame by stamp, "
           f"{len(rewarded)} carried a distance", flush=True)
+    asked_ok = True
+    if args.ask and rclpy.ok():
+        try:
+            reply = node.ask(args.ask, args.wait_s)
+        except KeyboardInterrupt:
+            reply = None
+        asked_ok = reply is not None
+        if reply is None:
+            print(f"answer: none within {args.wait_s:g} s", flush=True)
+        else:
+            print(f"answer: {reply['answer']}  (gap_width_m={reply['gap_width_m']}, "
+                  f"clearance_m={reply['clearance_m']}, fits={reply['fits']}, "
+                  f"latency {reply['latency_ms']:.0f} ms)", flush=True)
     node.destroy_node()
     if rclpy.ok():
         rclpy.shutdown()
-    return 0 if answered else 1
+    return 0 if answered and asked_ok else 1
 
 
 if __name__ == "__main__":

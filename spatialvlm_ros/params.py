@@ -169,12 +169,12 @@ MODEL_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "model.max_new_tokens", 32, "Longest answer the model may generate.",
-        unit="tokens", min_value=1, max_value=1024,
+        unit="tokens", min_value=1, max_value=1024, read_only=True,
     ),
     ParamSpec(
         "model.temperature", 0.7,
         "Sampling temperature when samples_per_frame > 1 (one sample is decoded greedily).",
-        min_value=0.01, max_value=5.0,
+        min_value=0.01, max_value=5.0, read_only=True,
     ),
     ParamSpec(
         "model.seed", 0, "Seed for sampled answers; makes repeated runs comparable.",
@@ -193,6 +193,13 @@ IMAGE_PARAMS: tuple[ParamSpec, ...] = (
         "raw subscribes `image` (sensor_msgs/Image); compressed subscribes `image/compressed` "
         "(sensor_msgs/CompressedImage).",
         choices=("raw", "compressed"), read_only=True,
+    ),
+)
+
+DIAGNOSTICS_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "diagnostics_period_s", 1.0, "How often rate, latency and drops go to /diagnostics.",
+        unit="s", min_value=0.1, max_value=60.0, read_only=True,
     ),
 )
 
@@ -240,12 +247,130 @@ REWARD_PARAMS = ParamSet(
             min_value=1, max_value=100,
         ),
         *IMAGE_PARAMS,
-        ParamSpec(
-            "diagnostics_period_s", 1.0, "How often rate, latency and drops go to /diagnostics.",
-            unit="s", min_value=0.1, max_value=60.0, read_only=True,
-        ),
+        *DIAGNOSTICS_PARAMS,
         *MODEL_PARAMS,
     ),
 )
 
-ALL_PARAM_SETS: tuple[ParamSet, ...] = (REWARD_PARAMS,)
+AFFORDANCE_PARAMS = ParamSet(
+    "spatialvlm_affordance",
+    (
+        ParamSpec(
+            "robot_width_m", 0.6,
+            "The robot's width: check_gap uses it, and so does a query that states no width.",
+            unit="m", min_value=0.01, max_value=100.0,
+        ),
+        ParamSpec(
+            "safety_margin_m", 0.1,
+            "fits is true when the gap exceeds the robot width by at least this (total, not per "
+            "side); used when a query states no margin.",
+            unit="m", min_value=0.0, max_value=10.0,
+        ),
+        # The gap.* parameters stay together: config/*.yaml nests them under one gap: key.
+        ParamSpec(
+            "gap.object_a", "the sofa",
+            "One side of the gap that check_gap and the periodic answers measure, in plain words.",
+            allow_empty=False,
+        ),
+        ParamSpec("gap.object_b", "the table", "The other side of that gap.", allow_empty=False),
+        ParamSpec(
+            # The same text as affordance.DEFAULT_GAP_TEMPLATE (a test keeps them equal); written out
+            # because the core imports this module, so it cannot import the core.
+            "gap.question_template",
+            "How wide is the gap between {a} and {b}? Answer with a distance in metres.",
+            "The gap-width question put to the model, asked in both object orders; {a} and {b} are "
+            "filled in.",
+            allow_empty=False,
+        ),
+        ParamSpec(
+            "gap.max_disagreement_ratio", 1.5,
+            "When the larger of the two object orders' gap estimates exceeds the smaller by more "
+            "than this ratio, the answer says consistent: false.",
+            min_value=1.0, max_value=100.0,
+        ),
+        ParamSpec(
+            "samples_per_frame", 1,
+            "Answers sampled per question (each object order) and combined by their median.",
+            min_value=1, max_value=16,
+        ),
+        ParamSpec(
+            "max_frame_age_s", 2.0,
+            "A query is answered with fits null when the newest frame arrived longer ago than this, "
+            "by this node's steady clock (0: any age).",
+            unit="s", min_value=0.0, max_value=3600.0,
+        ),
+        ParamSpec(
+            "publish_rate_hz", 0.0,
+            "Answer the configured gap on the newest frame this often on affordance/answer (0: off).",
+            unit="Hz", min_value=0.0, max_value=30.0,
+        ),
+        ParamSpec(
+            "check_gap_timeout_s", 30.0,
+            "check_gap gives up (success false) when its answer takes longer than this, queueing "
+            "included. Raise it for a slow model (a 7B model on CPU).",
+            unit="s", min_value=0.1, max_value=3600.0,
+        ),
+        ParamSpec(
+            "query_queue_size", 8,
+            "Queries waiting for the model, at most (answered in order); one more gets an immediate "
+            "answer with fits null and reason busy.",
+            unit="queries", min_value=1, max_value=1000, read_only=True,
+        ),
+        *IMAGE_PARAMS,
+        *DIAGNOSTICS_PARAMS,
+        *MODEL_PARAMS,
+    ),
+)
+
+RECORDER_TOPICS = ["image", "camera_info", "depth", "joint_states", "reward", "reward_info"]
+
+RECORDER_PARAMS = ParamSet(
+    "spatialvlm_recorder",
+    (
+        ParamSpec(
+            "output_dir", "~/spatialvlm_episodes",
+            "Each episode is a new directory under this one (created if missing; ~ is expanded). "
+            "A change applies to the next episode.",
+            allow_empty=False,
+        ),
+        ParamSpec(
+            "topics", list(RECORDER_TOPICS),
+            "Topics to record. Relative names resolve in the node's namespace and follow "
+            "remapping; types are taken from the graph as publishers appear.",
+            read_only=True,
+        ),
+        ParamSpec(
+            "task", "",
+            "What the robot is doing, saved in episode.yaml (the value when the episode stops).",
+        ),
+        ParamSpec(
+            "target_object", "",
+            "The object the episode is about, saved in episode.yaml; the annotator's default "
+            "target (the value when the episode stops).",
+        ),
+        ParamSpec(
+            "max_episode_duration_s", 0.0,
+            "An episode stops and is finalized on its own after this long (0: no limit).",
+            unit="s", min_value=0.0, max_value=86400.0,
+        ),
+        ParamSpec(
+            "topic_discovery_period_s", 1.0,
+            "How often topics whose publishers have not appeared yet are looked up in the graph.",
+            unit="s", min_value=0.05, max_value=60.0, read_only=True,
+        ),
+        ParamSpec(
+            "subscription_depth", 100,
+            "History depth of each recording subscription (messages DDS may hold while the "
+            "executor catches up). Reliability follows the publishers: reliable when all are.",
+            unit="messages", min_value=1, max_value=10000, read_only=True,
+        ),
+        ParamSpec(
+            "max_queue_mb", 1024,
+            "Bytes waiting for the disk, at most. Accepted messages are never dropped; a message "
+            "that would exceed this is refused and counted in frames_dropped.",
+            unit="MiB", min_value=16, max_value=65536, read_only=True,
+        ),
+    ),
+)
+
+ALL_PARAM_SETS: tuple[ParamSet, ...] = (REWARD_PARAMS, AFFORDANCE_PARAMS, RECORDER_PARAMS)
