@@ -33,21 +33,29 @@ def render_yaml(param_set: ParamSet) -> str:
              "# scripts/gen_params_docs.py: edit params.py, not this file's defaults. Copy this file to",
              "# change values for your robot and pass it to the launch file (config:=/path/to.yaml).",
              f"{param_set.node_name}:", "  ros__parameters:"]
-    open_groups: list[str] = []
+    # Group dotted names into a tree first, so a group's parameters stay under one key even when
+    # params.py does not declare them next to each other (YAML would silently keep the last key).
+    tree: dict = {}
     for spec in param_set.specs:
         *groups, leaf = spec.name.split(".")
-        common = 0
-        while common < min(len(groups), len(open_groups)) and groups[common] == open_groups[common]:
-            common += 1
-        open_groups = open_groups[:common]
-        for g in groups[common:]:
-            lines.append("    " + "  " * len(open_groups) + f"{g}:")
-            open_groups.append(g)
-        indent = "    " + "  " * len(open_groups)
-        unit = f" [{spec.unit}]" if spec.unit else ""
-        valid = f" ({spec.range_text().replace(chr(92), '')})" if spec.range_text() else ""
-        lines.append(f"{indent}# {spec.description}{unit}{valid}")
-        lines.append(f"{indent}{leaf}: {_yaml_scalar(spec.default)}")
+        node = tree
+        for g in groups:
+            node = node.setdefault(g, {})
+        node[leaf] = spec
+
+    def emit(node: dict, depth: int) -> None:
+        indent = "    " + "  " * depth
+        for key, value in node.items():
+            if isinstance(value, dict):
+                lines.append(f"{indent}{key}:")
+                emit(value, depth + 1)
+                continue
+            unit = f" [{value.unit}]" if value.unit else ""
+            valid = f" ({value.range_text().replace(chr(92), '')})" if value.range_text() else ""
+            lines.append(f"{indent}# {value.description}{unit}{valid}")
+            lines.append(f"{indent}{key}: {_yaml_scalar(value.default)}")
+
+    emit(tree, 0)
     return "\n".join(lines) + "\n"
 
 
