@@ -19,7 +19,8 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
@@ -66,7 +67,11 @@ class NodeParams:
                 descriptor.integer_range = [
                     IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=0)
                 ]
-            node.declare_parameter(spec.name, spec.default, descriptor)
+            try:
+                node.declare_parameter(spec.name, spec.default, descriptor)
+            except (ParameterException, InvalidParameterTypeException) as exc:
+                # e.g. a value outside the declared range given with -p or in a params file
+                raise ValueError(f"parameter {spec.name}: {exc}") from exc
         values = {s.name: node.get_parameter(s.name).value for s in param_set.specs}
         # Integers given for double parameters (a YAML "1") arrive as ints: normalise.
         values = {n: (float(v) if param_set[n].type_name == "double" and isinstance(v, int) else v)
@@ -125,8 +130,11 @@ def to_json(payload: dict[str, Any]) -> str:
 
 
 def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
-    """init -> spin on a MultiThreadedExecutor -> clean up; returns the process exit code.
+    """init -> spin -> clean up; returns the process exit code (2: start-up failed).
 
+    ``num_threads`` > 1 spins a MultiThreadedExecutor (services answer while other callbacks run);
+    1 a SingleThreadedExecutor, for nodes whose callbacks are all quick (the recorder: rclpy's
+    multi-threaded executor costs it about four times the CPU for the same messages).
     Each node may define ``close()``; it is called on the way out whatever ended the spin
     (Ctrl-C, SIGTERM via rclpy's signal handling, an exception), so open files are finished.
     """
@@ -136,7 +144,8 @@ def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
     try:
         for factory in factories:
             nodes.append(factory())
-        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor = MultiThreadedExecutor(num_threads=num_threads) if num_threads > 1 \
+            else SingleThreadedExecutor()
         for node in nodes:
             executor.add_node(node)
         executor.spin()
@@ -146,6 +155,11 @@ def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
         logging.getLogger("spatialvlm_ros").error(str(exc))
         print(f"[spatialvlm_ros] start-up failed: {exc}", flush=True)
         code = 2
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGINT/SIGTERM shut the context down under rclpy's feet (while creating a node or a wait
+        # set it raises RCLError instead of its shutdown exception): an ordinary shutdown.
     finally:
         for node in reversed(nodes):
             close = getattr(node, "close", None)
