@@ -10,7 +10,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*", "bench"]),
-    package_data={PACKAGE: ["py.typed"]},
+    # The shipped tiny spatial model travels inside the package (pip and colcon installs alike).
+    package_data={PACKAGE: ["py.typed", "models/tiny_spatial_qwen/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -32,6 +33,8 @@ setup(
             "recorder_node = spatialvlm_ros.recorder_node:main",
             "spatialvlm_demo_camera = spatialvlm_ros.demo_camera:main",
             "spatialvlm_make_tiny_model = spatialvlm_ros.tiny_models:main",
+            "spatialvlm_train = spatialvlm_ros.train:main",
+            "spatialvlm_annotate = spatialvlm_ros.annotate:main",
         ],
     },
 )

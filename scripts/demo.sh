@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end: sets up the venv, starts reward_node as its own process, plays a synthetic
-# camera (a gripper approaching an orange bottle, 640x480 rgb8 + depth + camera_info) and prints each
-# reward the node publishes beside the frame's true distance.
+# camera (a gripper approaching the orange cylinder among other cubes and cylinders, 640x480 rgb8 + depth
+# + camera_info) and prints each reward the node publishes beside the frame's true distance.
 #
-#   bash scripts/demo.sh                       # tiny random-weight model, built offline (numbers are noise)
+#   bash scripts/demo.sh                       # the shipped tiny spatial model (synthetic scenes only)
 #   bash scripts/demo.sh --model Qwen/Qwen2.5-VL-7B-Instruct   # a real checkpoint: hub id or local dir
 #   bash scripts/demo.sh --model ~/models/SpaceQwen2.5-VL-3B --frames 20 --rate 2
 set -euo pipefail
@@ -23,18 +23,16 @@ done
 bash scripts/setup_env.sh
 source scripts/ros_env.sh
 if [ -z "$model" ]; then
-  model="$root/.cache/tiny_qwen2_5_vl"
-  if [ ! -f "$model/config.json" ]; then
-    "$venv/bin/spatialvlm_make_tiny_model" "$model" >/dev/null 2>&1
-  fi
+  model="builtin:tiny-spatial"
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
-  echo "[demo] no --model given: using a TINY RANDOM-WEIGHT Qwen2.5-VL built offline at $model."
-  echo "[demo] It exercises the real loading/prompting/generation path, but its words are noise, so"
-  echo "[demo] most frames get 'no distance in the answer'. Pass --model <hub id or dir> for real rewards."
+  echo "[demo] no --model given: using the shipped tiny spatial model (builtin:tiny-spatial), a 2.4M-parameter"
+  echo "[demo] Qwen2.5-VL trained on this synthetic tabletop world only; it knows nothing of real camera images."
 fi
+# The demo camera's target (spatialvlm_ros.spatial.synthetic_scene.ApproachScene.target_description).
+target="the orange cylinder"
 node_log="$ROS_LOG_DIR/reward_node.out"
 "$venv/bin/reward_node" --ros-args -p "model.name_or_path:=$model" -p "samples_per_frame:=$samples" \
-  -p "model.max_new_tokens:=24" >"$node_log" 2>&1 &
+  -p "model.max_new_tokens:=24" -p "target_object:=$target" >"$node_log" 2>&1 &
 node_pid=$!
 trap 'kill -INT $node_pid 2>/dev/null; wait $node_pid 2>/dev/null || true' EXIT
 echo "[demo] reward_node started (pid $node_pid, log $node_log); loading the model..."

@@ -24,7 +24,14 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from spatialvlm_ros.camera_input import CameraFrame, CameraInput, stamp_dict
-from spatialvlm_ros.node_support import NodeParams, StartupError, ThrottledLog, run_nodes, to_json
+from spatialvlm_ros.node_support import (
+    NodeParams,
+    StartupError,
+    ThrottledLog,
+    load_estimators,
+    run_nodes,
+    to_json,
+)
 from spatialvlm_ros.params import AFFORDANCE_PARAMS
 from spatialvlm_ros.spatial.affordance import (
     MAX_QUESTION_CHARS,
@@ -36,12 +43,8 @@ from spatialvlm_ros.spatial.affordance import (
     parse_gap_request,
     validate_gap_template,
 )
-from spatialvlm_ros.spatial.estimator import (
-    Estimator,
-    ModelConfig,
-    ModelLoadError,
-    shared_estimator,
-)
+from spatialvlm_ros.spatial.cross_check import cross_check_report
+from spatialvlm_ros.spatial.estimator import Estimator
 
 NODE_NAME = "spatialvlm_affordance"
 # Answers can come in bursts (a flood of queries is refused at once, one answer each): keep them all.
@@ -63,6 +66,7 @@ class PendingQuery:
     received_monotonic_s: float
     done: threading.Event = field(default_factory=threading.Event)
     answer: dict[str, Any] | None = None
+    cross_check: dict[str, Any] | None = None  # the other backend's gap, with cross_check on
     _state: str = "queued"  # queued -> started | cancelled
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,7 +90,8 @@ class PendingQuery:
 class AffordanceNode(Node):
     """Answers gap questions on the newest frame: ``affordance/query`` -> ``affordance/answer``, ``check_gap``."""
 
-    def __init__(self, estimator: Estimator | None = None, **node_kwargs: Any) -> None:
+    def __init__(self, estimator: Estimator | None = None, cross_check_estimator: Estimator | None = None,
+                 **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         try:
             self.params = NodeParams(self, AFFORDANCE_PARAMS, on_change=self._on_params)
@@ -95,12 +100,9 @@ class AffordanceNode(Node):
                 raise ValueError(problem)
         except ValueError as exc:
             raise StartupError(f"{NODE_NAME}: {exc}") from exc
-        if estimator is None:
-            try:
-                estimator = shared_estimator(ModelConfig.from_params(self.params.values))
-            except (ModelLoadError, ValueError) as exc:
-                raise StartupError(f"{NODE_NAME}: {exc}") from exc
-        self.estimator = estimator
+        # cross_check: the other backend measures the same gap; reported, never deciding.
+        self.estimator, self.cross_estimator = load_estimators(
+            NODE_NAME, self.params.values, estimator, cross_check_estimator)
         self._throttle = ThrottledLog(self.get_logger())
         self._frame_lock = threading.Lock()
         self._newest: CameraFrame | None = None
@@ -315,6 +317,8 @@ class AffordanceNode(Node):
                                                 samples=values["samples_per_frame"])
             answer = gap_answer_from_estimates(query, estimates,
                                                values["gap.max_disagreement_ratio"])
+            if self.cross_estimator is not None:
+                pending.cross_check = self._cross_check(item, query, questions, answer.gap_width_m)
         except Exception as exc:  # noqa: BLE001 - every query gets an answer, and the worker survives
             self._last_error = f"{type(exc).__name__}: {exc}"
             self._throttle.warn("worker", f"query not measured, the estimator raised: {self._last_error}")
@@ -322,6 +326,20 @@ class AffordanceNode(Node):
         if answer.fits is None and answer.reason:
             self._last_error = answer.reason
         self._deliver(pending, answer, item, now)
+
+    def _cross_check(self, item: CameraFrame, query: GapQuery, questions: list,
+                     primary_m: float | None) -> dict[str, Any]:
+        other = self.cross_estimator
+        assert other is not None
+        values = self.params.values
+        try:
+            estimates = other.estimate([(item.frame, q) for q in questions], samples=values["samples_per_frame"])
+            checked = gap_answer_from_estimates(query, estimates, values["gap.max_disagreement_ratio"])
+        except Exception as exc:  # noqa: BLE001 - the check must never cost the query its answer
+            return cross_check_report(primary_m, None, other.backend, other.model_name, key="gap_width_m",
+                                      error=f"the estimator raised {type(exc).__name__}: {exc}")
+        return cross_check_report(primary_m, checked.gap_width_m, other.backend, other.model_name,
+                                  key="gap_width_m", raw_answers=[checked.answer], error=checked.reason)
 
     # ------------------------------------------------------------------ answers out
     def _answer_dict(self, pending: PendingQuery, answer: GapAnswer, item: CameraFrame | None,
@@ -340,6 +358,8 @@ class AffordanceNode(Node):
             backend=self.estimator.backend,
             model=self.estimator.model_name,
         )
+        if pending.cross_check is not None:
+            body["cross_check"] = pending.cross_check
         if item is not None and item.depth_error and answer.gap_width_m is not None:
             body["warning"] = item.depth_error
         return body
@@ -402,6 +422,8 @@ class AffordanceNode(Node):
                 except Exception:  # noqa: BLE001 - the context may already be gone; waiters are released
                     pass
         self.estimator.close()
+        if self.cross_estimator is not None:
+            self.cross_estimator.close()
 
 
 def main(args: list[str] | None = None) -> None:

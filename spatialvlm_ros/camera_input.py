@@ -17,7 +17,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from spatialvlm_ros.node_support import CAMERA_QOS
-from spatialvlm_ros.spatial.estimator import Frame, Intrinsics
+from spatialvlm_ros.spatial.estimator import Frame, intrinsics_from_camera_info
 from spatialvlm_ros.spatial.imaging import (
     ImageDecodeError,
     metres_from_depth_msg,
@@ -38,13 +38,6 @@ class CameraFrame:
 
 def stamp_dict(header: Any) -> dict[str, int]:
     return {"sec": int(header.stamp.sec), "nanosec": int(header.stamp.nanosec)}
-
-
-def intrinsics_from_camera_info(msg: CameraInfo) -> Intrinsics | None:
-    fx, fy, cx, cy = float(msg.k[0]), float(msg.k[4]), float(msg.k[2]), float(msg.k[5])
-    if fx <= 0 or fy <= 0 or msg.width == 0 or msg.height == 0:
-        return None  # an uncalibrated camera publishes zeros
-    return Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=int(msg.width), height=int(msg.height))
 
 
 class CameraInput:

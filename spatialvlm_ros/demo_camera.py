@@ -1,7 +1,12 @@
 """spatialvlm_demo_camera: a synthetic camera that plays a gripper approach and prints what the reward node says.
 
-It publishes ``image`` (rgb8), ``depth`` (16UC1) and ``camera_info`` at a fixed rate, listens to
-``reward_info``, and prints one line per answer next to the true distance of the frame it refers to.
+It renders the package's synthetic tabletop scene (``spatial.synth``: the gripper approaching the orange
+cylinder among other cubes and cylinders, the scenes the shipped tiny model was trained on), publishes
+``image`` (rgb8), ``depth`` (16UC1) and ``camera_info`` at a fixed rate, listens to ``reward_info``, and
+prints one line per answer next to the true distance of the frame it refers to. The summary line ends
+with the Spearman correlation of the published distances with the true ones (when there are at least
+3). The reward node's ``target_object`` should be ``the orange cylinder``
+(``ApproachScene.target_description``).
 With ``--ask "Can a 0.6 m wide robot pass between ... and ...?"`` it then puts that question to the
 affordance node (``affordance/query``, JSON with an id) and prints the answer with the same id.
 Used by the README demo and by the end-to-end tests.
@@ -22,6 +27,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from spatialvlm_ros.spatial.imaging import metres_to_depth_fields, rgb_to_image_fields
+from spatialvlm_ros.spatial.metrics import spearman
 from spatialvlm_ros.spatial.synthetic_scene import ApproachScene
 
 
@@ -60,8 +66,7 @@ class DemoCamera(Node):
         depth = Image(**metres_to_depth_fields(frame.depth_m, "16UC1"))
         k = self.scene.intrinsics
         info = CameraInfo(width=k.width, height=k.height, distortion_model="plumb_bob",
-                          d=[0.0] * 5, k=[k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0],
-                          p=[k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+                          d=[0.0] * 5, k=self.scene.camera.k_matrix(), p=self.scene.camera.p_matrix())
         for msg in (image, depth, info):
             msg.header.stamp = header_kwargs["stamp"]
             msg.header.frame_id = header_kwargs["frame_id"]
@@ -163,8 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         pass
     answered = [a for a in node.answers if a["_frame_index"] is not None]
     rewarded = [a for a in answered if a["distance_m"] is not None]
+    correlation = ""
+    if len(rewarded) >= 3:
+        rho = spearman([a["distance_m"] for a in rewarded], [a["_true_distance_m"] for a in rewarded])
+        correlation = f", Spearman {rho:.3f} between published and true distances"
     print(f"summary: sent {node.index} frames, {len(answered)} answers matched a sent frame by stamp, "
-          f"{len(rewarded)} carried a distance", flush=True)
+          f"{len(rewarded)} carried a distance{correlation}", flush=True)
     asked_ok = True
     if args.ask and rclpy.ok():
         try:

@@ -171,5 +171,26 @@ def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
     return code
 
 
+def load_estimators(node_name: str, values: dict[str, Any], estimator: Any = None,
+                    cross_check_estimator: Any = None) -> tuple[Any, Any]:
+    """The node's estimator and, with ``cross_check`` on, the other backend's; loaded through
+    shared_estimator so nodes in one process share one model copy. Injected ones (tests) win.
+
+    A model that cannot be loaded is a StartupError that says what to do.
+    """
+    from spatialvlm_ros.spatial.cross_check import cross_check_config
+    from spatialvlm_ros.spatial.estimator import ModelConfig, ModelLoadError, shared_estimator
+
+    try:
+        config = ModelConfig.from_params(values)
+        if estimator is None:
+            estimator = shared_estimator(config)
+        if values.get("cross_check") and cross_check_estimator is None:
+            cross_check_estimator = shared_estimator(cross_check_config(config))
+    except (ModelLoadError, ValueError) as exc:
+        raise StartupError(f"{node_name}: {exc}") from exc
+    return estimator, (cross_check_estimator if values.get("cross_check") else None)
+
+
 class StartupError(RuntimeError):
     """A node cannot start (bad parameters, a model that cannot be loaded); the text says what to do."""

@@ -138,19 +138,23 @@ class ParamSet:
 # Shared groups. The model group is the same in every node that runs an estimator, and in the
 # annotator's command line, so it is defined once here.
 
-BACKENDS = ("vlm",)
+BACKENDS = ("vlm", "geometric")
+DEPTH_SOURCES = ("auto", "topic", "model")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 MODEL_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
-        "model.backend", "vlm", "Which estimator answers spatial questions.",
+        "model.backend", "vlm",
+        "Which estimator answers spatial questions: vlm (a vision-language model, model.name_or_path) "
+        "or geometric (open-vocabulary detection plus metric depth lifted to 3D: model.detector, "
+        "model.depth_source, model.depth_model).",
         choices=BACKENDS, read_only=True,
     ),
     ParamSpec(
         "model.name_or_path", "Qwen/Qwen2.5-VL-7B-Instruct",
-        "Hub id or local directory of an image-text-to-text checkpoint (transformers). Offline "
-        "(HF_HUB_OFFLINE=1) a hub id must already be in the cache.",
+        "vlm backend: hub id or local directory of an image-text-to-text checkpoint (transformers). "
+        "Offline (HF_HUB_OFFLINE=1) a hub id must already be in the cache.",
         read_only=True, allow_empty=False,
     ),
     ParamSpec(
@@ -185,7 +189,51 @@ MODEL_PARAMS: tuple[ParamSpec, ...] = (
         "Allow checkpoints that ship their own Python code (only for models you trust).",
         read_only=True,
     ),
+    ParamSpec(
+        "model.detector", "google/owlv2-base-patch16-ensemble",
+        "geometric backend: hub id or local directory of a zero-shot object detection checkpoint "
+        "(transformers; OWLv2, OWL-ViT or Grounding DINO). The best box per object description is used.",
+        read_only=True, allow_empty=False,
+    ),
+    ParamSpec(
+        "model.detector_threshold", 0.1,
+        "geometric backend: detections scoring below this are ignored; an object with none above it "
+        "is answered as not found.",
+        min_value=0.0, max_value=1.0, read_only=True,
+    ),
+    ParamSpec(
+        "model.depth_source", "auto",
+        "geometric backend: topic uses the `depth` topic only (no depth model is loaded; frames "
+        "without depth are not measured); model always estimates depth from the colour image; auto "
+        "uses the depth topic when a frame has usable depth and the model otherwise (with auto and "
+        "model the depth model is loaded at start-up).",
+        choices=DEPTH_SOURCES, read_only=True,
+    ),
+    ParamSpec(
+        "model.depth_model", "depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf",
+        "geometric backend: hub id or local directory of a metric monocular depth estimation "
+        "checkpoint (transformers; Depth Anything V2 metric by default). Not loaded when "
+        "model.depth_source is topic.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "model.fallback_hfov_deg", 60.0,
+        "geometric backend: horizontal field of view assumed while no usable camera_info has "
+        "arrived (square pixels, centred principal point); answers say when it was used.",
+        unit="deg", min_value=1.0, max_value=179.0, read_only=True,
+    ),
 )
+
+# The other backend on the same frame, for checking one against the other (see the README).
+def cross_check_param(what: str) -> ParamSpec:
+    return ParamSpec(
+        "cross_check", False,
+        "Also run the other backend (vlm <-> geometric, with the same model.* options) on every "
+        f"frame and report its number and the ratio to this one's in {what}; the configured "
+        "backend still decides. Loads a second model.",
+        read_only=True,
+    )
+
 
 IMAGE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
@@ -246,6 +294,7 @@ REWARD_PARAMS = ParamSet(
             "Median of the last N distances drives the reward (1: no smoothing). Cleared by reset.",
             min_value=1, max_value=100,
         ),
+        cross_check_param("reward_info (cross_check)"),
         *IMAGE_PARAMS,
         *DIAGNOSTICS_PARAMS,
         *MODEL_PARAMS,
@@ -316,6 +365,7 @@ AFFORDANCE_PARAMS = ParamSet(
             "answer with fits null and reason busy.",
             unit="queries", min_value=1, max_value=1000, read_only=True,
         ),
+        cross_check_param("the answer (cross_check)"),
         *IMAGE_PARAMS,
         *DIAGNOSTICS_PARAMS,
         *MODEL_PARAMS,

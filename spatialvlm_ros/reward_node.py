@@ -19,14 +19,17 @@ from std_msgs.msg import Float32, String
 from std_srvs.srv import Trigger
 
 from spatialvlm_ros.camera_input import CameraFrame, CameraInput, stamp_dict
-from spatialvlm_ros.node_support import NodeParams, StartupError, ThrottledLog, run_nodes, to_json
-from spatialvlm_ros.params import REWARD_PARAMS
-from spatialvlm_ros.spatial.estimator import (
-    Estimator,
-    ModelConfig,
-    ModelLoadError,
-    shared_estimator,
+from spatialvlm_ros.node_support import (
+    NodeParams,
+    StartupError,
+    ThrottledLog,
+    load_estimators,
+    run_nodes,
+    to_json,
 )
+from spatialvlm_ros.params import REWARD_PARAMS
+from spatialvlm_ros.spatial.cross_check import cross_check_report
+from spatialvlm_ros.spatial.estimator import Estimator
 from spatialvlm_ros.spatial.latest import LatestSlot, Worker
 from spatialvlm_ros.spatial.questions import distance_query
 from spatialvlm_ros.spatial.reward import RewardConfig, RewardShaper
@@ -37,7 +40,8 @@ NODE_NAME = "spatialvlm_reward"
 class RewardNode(Node):
     """Publishes ``reward`` and ``reward_info`` for each frame the estimator could measure."""
 
-    def __init__(self, estimator: Estimator | None = None, **node_kwargs: Any) -> None:
+    def __init__(self, estimator: Estimator | None = None, cross_check_estimator: Estimator | None = None,
+                 **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         try:
             self.params = NodeParams(self, REWARD_PARAMS, on_change=self._on_params)
@@ -45,12 +49,9 @@ class RewardNode(Node):
             self._shaper = RewardShaper(RewardConfig.from_params(self.params.values))
         except ValueError as exc:
             raise StartupError(f"{NODE_NAME}: {exc}") from exc
-        if estimator is None:
-            try:
-                estimator = shared_estimator(ModelConfig.from_params(self.params.values))
-            except (ModelLoadError, ValueError) as exc:
-                raise StartupError(f"{NODE_NAME}: {exc}") from exc
-        self.estimator = estimator
+        # cross_check: the other backend on every frame, reported in reward_info, never rewarded.
+        self.estimator, self.cross_estimator = load_estimators(
+            NODE_NAME, self.params.values, estimator, cross_check_estimator)
         self._state_lock = threading.Lock()  # guards the shaper and the query, never held on the model
         self._episode = 0
         self._throttle = ThrottledLog(self.get_logger())
@@ -116,6 +117,7 @@ class RewardNode(Node):
             "reward": None,
             "success": None,
             "raw_answers": [],
+            "details": None,
             "backend": self.estimator.backend,
             "model": self.estimator.model_name,
             "latency_ms": None,
@@ -139,6 +141,7 @@ class RewardNode(Node):
             query = self._query
         samples = self.params["samples_per_frame"]
         (estimate,) = self.estimator.estimate([(item.frame, query)], samples=samples)
+        cross = self._cross_check(item, query, samples, estimate.value_m)
         with self._state_lock:
             stale = query != self._query
             # An answer about the previous target must not enter the new target's episode.
@@ -149,7 +152,9 @@ class RewardNode(Node):
         self._latencies_ms.append(latency_ms)
         info = self._info(
             item.header, raw_answers=estimate.raw_answers, latency_ms=round(latency_ms, 2),
-            episode=episode, sample_distances_m=estimate.sample_values_m)
+            episode=episode, sample_distances_m=estimate.sample_values_m, details=estimate.details)
+        if cross is not None:
+            info["cross_check"] = cross
         if stale:
             info["error"] = "target_object changed while this frame was measured; not rewarded"
         elif step is None:
@@ -164,6 +169,19 @@ class RewardNode(Node):
             self.reward_pub.publish(Float32(data=float(step.reward)))
             self._published_times.append(time.monotonic())
         self.info_pub.publish(String(data=to_json(info)))
+
+    def _cross_check(self, item: CameraFrame, query: Any, samples: int,
+                     primary_m: float | None) -> dict[str, Any] | None:
+        other = self.cross_estimator
+        if other is None:
+            return None
+        try:
+            (estimate,) = other.estimate([(item.frame, query)], samples=samples)
+        except Exception as exc:  # noqa: BLE001 - the check must never cost the frame its reward
+            return cross_check_report(primary_m, None, other.backend, other.model_name,
+                                      error=f"the estimator raised {type(exc).__name__}: {exc}")
+        return cross_check_report(primary_m, estimate.value_m, other.backend, other.model_name,
+                                  raw_answers=estimate.raw_answers, error=estimate.reason)
 
     # ------------------------------------------------------------------ diagnostics and shutdown
     def _publish_diagnostics(self) -> None:
@@ -194,6 +212,8 @@ class RewardNode(Node):
         """Stop the worker and free the model (called by main on the way out)."""
         self._worker.stop()
         self.estimator.close()
+        if self.cross_estimator is not None:
+            self.cross_estimator.close()
 
 
 def main(args: list[str] | None = None) -> None:

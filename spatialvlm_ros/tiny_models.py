@@ -1,4 +1,5 @@
-"""Tiny random-weight checkpoints of real VLM architectures, built offline, for tests, demo and bench.
+"""Tiny random-weight checkpoints of real architectures (VLMs; the geometric backend's OWLv2 detector and
+Depth Anything depth model), built offline, for tests, demo and bench.
 
 They load through the very ``from_pretrained`` code users run (tokenizer trained locally, processor and
 chat template saved beside the weights), so only the weights are fake: what they *say* is random text.
@@ -11,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-FAMILIES = ("qwen2_5_vl", "llava")
+FAMILIES = ("qwen2_5_vl", "llava", "owlv2", "depth_anything")
 
 _CORPUS = [
     "How far is the robot gripper from the orange tea bottle? Answer with a distance in metres.",
@@ -149,11 +150,97 @@ def build_tiny_llava(out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+def build_tiny_owlv2(out_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny OWLv2 open-vocabulary detector (~0.3 MB) with a character-level CLIP tokenizer.
+
+    For the geometric backend's detector path: its boxes and scores are random.
+    """
+    import json
+    import string
+
+    import torch
+    from transformers import (
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # "!" first: OWL pads with id 0. Start/end last: OWL pools the text at the highest id (the end token).
+    chars = ["!", *string.ascii_lowercase, *string.digits, ".", ",", "-", "'"]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (out / "vocab.json").write_text(json.dumps(vocab))
+    (out / "merges.txt").write_text("#version: 0.2\n")
+    max_tokens = 48  # characters are tokens here: room for "the orange tea bottle"
+    tokenizer = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), pad_token="!",
+                              model_max_length=max_tokens)
+    processor = Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
+                               tokenizer=tokenizer)
+    config = Owlv2Config(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=max_tokens, pad_token_id=0,
+                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=64, patch_size=16),
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = Owlv2ForObjectDetection(config)
+    # Random box-head weights push every box to a degenerate sliver; with the last layer zeroed each
+    # image patch proposes its own cell of the grid (OWLv2's box bias), so boxes are real boxes while
+    # their scores stay random.
+    with torch.no_grad():
+        model.box_head.dense2.weight.zero_()
+        model.box_head.dense2.bias.zero_()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_tiny_depth_anything(out_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny metric Depth Anything (Dinov2 backbone, ~0.5 MB) with its image processor.
+
+    For the geometric backend's depth-model path: its depth is random (about max_depth / 2 everywhere).
+    """
+    import torch
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
+
+    out = Path(out_dir)
+    backbone = Dinov2Config(image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=4,
+                            num_attention_heads=2, mlp_ratio=2, out_indices=[1, 2, 3, 4],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, patch_size=14, reassemble_hidden_size=32,
+                                 neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8,
+                                 depth_estimation_type="metric", max_depth=20)
+    image_processor = DPTImageProcessor(
+        do_resize=True, size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+        do_pad=False, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    torch.manual_seed(seed)
+    DepthAnythingForDepthEstimation(config).save_pretrained(out)
+    image_processor.save_pretrained(out)
+    return out
+
+
 def build_tiny(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     if family == "qwen2_5_vl":
         return build_tiny_qwen2_5_vl(out_dir, seed)
     if family == "llava":
         return build_tiny_llava(out_dir, seed)
+    if family == "owlv2":
+        return build_tiny_owlv2(out_dir, seed)
+    if family == "depth_anything":
+        return build_tiny_depth_anything(out_dir, seed)
     raise ValueError(f"unknown family {family!r}; accepted: {', '.join(FAMILIES)}")
 
 

@@ -74,8 +74,8 @@ def test_empty_target_is_refused(target):
 
 
 def test_query_checks_kind_and_text():
-    with pytest.raises(ValueError, match="accepted: distance, gap_width"):
-        SpatialQuery("height", "a", "b", "How tall?")
+    with pytest.raises(ValueError, match="accepted: distance, gap_width, width, height"):
+        SpatialQuery("volume", "a", "b", "How big?")
     with pytest.raises(ValueError, match="question text"):
         SpatialQuery("distance", "a", "b", "  ")
 
@@ -204,9 +204,9 @@ def scene() -> ApproachScene:
 def test_distance_falls_monotonically_over_the_approach(scene):
     distances = [scene.render(i).true_distance_m for i in range(scene.frames)]
     assert (np.diff(distances) < 0).all()
-    # start 0.6 m left and 5 cm above the bottle; end 8 cm left and 2 cm above
-    assert distances[0] == pytest.approx(np.hypot(0.6, 0.05))
-    assert distances[-1] == pytest.approx(np.hypot(0.08, 0.02))
+    # from 0.6 m away to 10 cm straight above the orange cylinder's centre
+    assert distances[0] == pytest.approx(0.6) and distances[-1] == pytest.approx(0.1)
+    assert scene.target_description == "the orange cylinder"
 
 
 def test_true_distance_is_the_norm_of_the_3d_positions(scene):
@@ -214,7 +214,8 @@ def test_true_distance_is_the_norm_of_the_3d_positions(scene):
         frame = scene.render(i)
         expected = np.linalg.norm(np.subtract(frame.gripper_xyz_m, frame.target_xyz_m))
         assert frame.true_distance_m == pytest.approx(float(expected), abs=1e-12)
-        assert len(frame.gripper_xyz_m) == 3 and frame.target_xyz_m == pytest.approx((0.15, 0.05, 1.0))
+        target_world = frame.scene.find("the orange cylinder").centre
+        assert frame.target_xyz_m == pytest.approx(tuple(scene.camera.world_to_camera(target_world)))
 
 
 def test_render_clamps_the_index(scene):
@@ -223,24 +224,26 @@ def test_render_clamps_the_index(scene):
 
 
 @pytest.mark.parametrize("width, height", [(640, 480), (320, 240)])
-def test_depth_is_aligned_and_the_bottle_pixels_carry_its_depth(width, height):
+def test_depth_is_aligned_and_the_target_pixels_carry_its_depth(width, height):
     scene = ApproachScene(width=width, height=height, frames=5)
     frame = scene.render(2)
     assert frame.rgb.shape == (height, width, 3) and frame.rgb.dtype == np.uint8
     assert frame.depth_m.shape == (height, width) and frame.depth_m.dtype == np.float32
     assert np.isfinite(frame.depth_m).all() and (frame.depth_m > 0).all()
-    bottle = np.all(frame.rgb == (255, 140, 0), axis=-1)
-    assert bottle.sum() > 0.002 * width * height
-    assert np.allclose(frame.depth_m[bottle], frame.target_xyz_m[2])
-    # The bottle's centre projects (pinhole, known intrinsics) onto an orange pixel at its depth.
+    target = frame.scene.find("the orange cylinder")
+    mask = frame.instance == 3 + frame.scene.objects.index(target)
+    assert mask.sum() > 0.002 * width * height
+    # The centre of the cylinder's top face projects (pinhole, known intrinsics) onto the cylinder,
+    # at that point's depth.
+    top = target.centre + np.array([0.0, 0.0, target.size[2] / 2])
+    x, y, z = scene.camera.world_to_camera(top)
     k = scene.intrinsics
-    x, y, z = frame.target_xyz_m
     u, v = round(k.fx * x / z + k.cx), round(k.fy * y / z + k.cy)
-    assert bottle[v, u] and frame.depth_m[v, u] == pytest.approx(z)
-    # The gripper's palm carries the gripper's depth; the wall behind stays farther away.
-    palm = np.all(frame.rgb == (60, 60, 70), axis=-1)
-    assert palm.any() and np.allclose(frame.depth_m[palm], frame.gripper_xyz_m[2])
-    assert frame.depth_m[0, 0] == pytest.approx(1.4)
+    assert mask[v, u] and frame.depth_m[v, u] == pytest.approx(z, abs=0.005)
+    # Gripper pixels lie within its size of the TCP's depth; the table farther back is deeper.
+    gripper = frame.instance == 2
+    assert gripper.any() and np.abs(frame.depth_m[gripper] - frame.gripper_xyz_m[2]).max() < 0.12
+    assert frame.depth_m[0, 0] > frame.depth_m[-1, 0]
 
 
 def test_scene_refuses_unusable_sizes():

@@ -7,6 +7,7 @@ tiny checkpoint in process, and the end-to-end tests run the console scripts as 
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import threading
@@ -280,10 +281,12 @@ def test_real_tiny_checkpoint_in_process(ros, tiny_qwen_dir):
 # ------------------------------------------------------------------ the executables, as users start them
 
 @pytest.mark.slow
-def test_console_script_end_to_end_30hz(tiny_qwen_dir):
-    """reward_node and the demo camera as separate processes; 640x480 rgb8 at 30 Hz; then SIGINT."""
+def test_console_script_end_to_end_30hz():
+    """reward_node (the shipped tiny spatial model) and the demo camera as separate processes; 640x480
+    rgb8 at 30 Hz; the published distances track the scene's true distance; then SIGINT."""
     node = start_process([str(VENV_BIN / "reward_node"), "--ros-args",
-                          "-p", f"model.name_or_path:={tiny_qwen_dir}", "-p", "model.max_new_tokens:=6"])
+                          "-p", "model.name_or_path:=builtin:tiny-spatial", "-p", "model.max_new_tokens:=8",
+                          "-p", "target_object:=the orange cylinder"])
     try:
         camera = subprocess.run(
             [str(VENV_BIN / "spatialvlm_demo_camera"), "--frames", "60", "--rate", "30",
@@ -292,7 +295,10 @@ def test_console_script_end_to_end_30hz(tiny_qwen_dir):
         assert camera.returncode == 0, camera.stdout + camera.stderr
         summary = [line for line in camera.stdout.splitlines() if line.startswith("summary:")][0]
         matched = int(summary.split(",")[1].split()[0])
-        assert matched >= 3, camera.stdout
+        carried = int(summary.split(",")[2].split()[0])
+        assert matched >= 5 and carried == matched, camera.stdout
+        rho = float(re.search(r"Spearman (\S+) between published and true distances", summary).group(1))
+        assert rho >= 0.9, camera.stdout
     finally:
         node.send_signal(signal.SIGINT)
         out, _ = node.communicate(timeout=30)

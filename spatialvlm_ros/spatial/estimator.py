@@ -1,7 +1,8 @@
 """The estimator interface every backend implements: frames + spatial questions in, metric answers out.
 
-Backends (the VLM here, a geometric one later) differ only in how they answer; nodes, the affordance
-chain and the annotator talk to this interface alone. Building a backend imports torch lazily.
+Backends (``vlm``: a vision-language model; ``geometric``: detection + metric depth lifted to 3D) differ
+only in how they answer; nodes, the affordance chain and the annotator talk to this interface alone.
+Building a backend imports torch lazily.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from spatialvlm_ros.params import BACKENDS, DEVICES, DTYPES
+from spatialvlm_ros.params import BACKENDS, DEPTH_SOURCES, DEVICES, DTYPES
 from spatialvlm_ros.spatial.distance_text import parse_distance
 
-QUERY_KINDS = ("distance", "gap_width")
+# distance: between two objects' centres; gap_width: free space between two objects; width/height: of
+# object_a alone (object_b is "").
+QUERY_KINDS = ("distance", "gap_width", "width", "height")
+SINGLE_OBJECT_KINDS = ("width", "height")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,15 @@ class Intrinsics:
     height: int
 
 
+def intrinsics_from_camera_info(msg: Any) -> Intrinsics | None:
+    """Pinhole intrinsics from sensor_msgs/CameraInfo fields; None for an uncalibrated camera (zeros)."""
+    k = msg.k
+    fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
+    if fx <= 0 or fy <= 0 or msg.width == 0 or msg.height == 0:
+        return None
+    return Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=int(msg.width), height=int(msg.height))
+
+
 @dataclass
 class Frame:
     """What a backend may look at: the colour image, and optionally aligned metric depth and intrinsics."""
@@ -65,13 +78,18 @@ class Frame:
 @dataclass
 class Estimate:
     """The answer to one query on one frame. ``value_m`` is None when no distance could be read,
-    and ``reason`` then says why; it is never filled with a guess."""
+    and ``reason`` then says why; it is never filled with a guess.
+
+    ``details`` carries what a backend measured beside the value (the geometric backend: both
+    distances, 3D positions and sizes, where depth and intrinsics came from); None when it has nothing.
+    """
 
     query: SpatialQuery
     value_m: float | None
     raw_answers: list[str] = field(default_factory=list)
     sample_values_m: list[float | None] = field(default_factory=list)
     reason: str | None = None
+    details: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +101,7 @@ class Estimate:
             "raw_answers": list(self.raw_answers),
             "sample_values_m": list(self.sample_values_m),
             "reason": self.reason,
+            "details": self.details,
         }
 
 
@@ -132,12 +151,19 @@ class ModelConfig:
     temperature: float = 0.7
     seed: int = 0
     trust_remote_code: bool = False
+    # The geometric backend (see params.MODEL_PARAMS for what each means).
+    detector: str = "google/owlv2-base-patch16-ensemble"
+    detector_threshold: float = 0.1
+    depth_model: str = "depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf"
+    depth_source: str = "auto"
+    fallback_hfov_deg: float = 60.0
 
     def __post_init__(self) -> None:
         for name, value, accepted in (
             ("model.backend", self.backend, BACKENDS),
             ("model.device", self.device, DEVICES),
             ("model.dtype", self.dtype, DTYPES),
+            ("model.depth_source", self.depth_source, DEPTH_SOURCES),
         ):
             if value not in accepted:
                 raise ValueError(f"{name}={value!r} is not accepted; accepted: {', '.join(accepted)}")
@@ -145,6 +171,17 @@ class ModelConfig:
             raise ValueError("model.name_or_path is empty: give a hub id or a local checkpoint directory")
         if self.max_new_tokens < 1:
             raise ValueError("model.max_new_tokens must be at least 1")
+        if self.backend == "geometric":
+            if not self.detector.strip():
+                raise ValueError("model.detector is empty: give a hub id or a local zero-shot object "
+                                 "detection checkpoint directory")
+            if self.depth_source != "topic" and not self.depth_model.strip():
+                raise ValueError("model.depth_model is empty: give a hub id or a local depth "
+                                 "estimation checkpoint directory, or set model.depth_source to topic")
+        if not 0.0 <= self.detector_threshold <= 1.0:
+            raise ValueError(f"model.detector_threshold must be within [0, 1], got {self.detector_threshold}")
+        if not 1.0 <= self.fallback_hfov_deg <= 179.0:
+            raise ValueError(f"model.fallback_hfov_deg must be within [1, 179], got {self.fallback_hfov_deg}")
 
     @classmethod
     def from_params(cls, values: dict[str, Any]) -> ModelConfig:
@@ -158,6 +195,10 @@ def build_estimator(config: ModelConfig) -> Estimator:
         from spatialvlm_ros.spatial.vlm import VLMEstimator  # torch/transformers load here only
 
         return VLMEstimator(config)
+    if config.backend == "geometric":
+        from spatialvlm_ros.spatial.geometric import GeometricEstimator  # torch/transformers load here only
+
+        return GeometricEstimator(config)
     raise ValueError(f"model.backend={config.backend!r} is not accepted; accepted: {', '.join(BACKENDS)}")
 
 

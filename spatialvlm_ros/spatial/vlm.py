@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from spatialvlm_ros.models import resolve_model_name
 from spatialvlm_ros.spatial.estimator import (
     Estimate,
     Frame,
@@ -60,7 +61,10 @@ def _offline() -> bool:
 
 def load_processor_and_model(config: ModelConfig, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
     """from_pretrained for both, with errors that say what to do."""
-    name = config.name_or_path
+    try:  # "builtin:tiny-spatial" names the checkpoint shipped in the package
+        name = resolve_model_name(config.name_or_path)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ModelLoadError(str(exc)) from exc
     local = Path(name).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():

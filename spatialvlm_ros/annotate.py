@@ -1,0 +1,221 @@
+"""spatialvlm_annotate: label every frame of recorded episodes offline, in batches, with the nodes' estimators.
+
+    spatialvlm_annotate ~/spatialvlm_episodes --model Qwen/Qwen2.5-VL-7B-Instruct --batch-size 8
+
+Writes annotations.parquet and reward.png per episode (see the README) and prints one line per episode.
+The model and reward options are generated from the nodes' parameter declarations (params.py), so they
+are the same names, defaults and ranges as the reward node's. No ROS install needed: bags are decoded
+with rosbags. Exit status: 0 all annotated, 1 some episodes failed (named at the end), 2 bad arguments,
+3 the model could not be loaded, 130 / 143 interrupted by SIGINT / SIGTERM (re-run the same command to
+continue: what was answered before is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from spatialvlm_ros.params import MODEL_PARAMS, REWARD_PARAMS, ParamSpec
+from spatialvlm_ros.spatial.reward import REWARD_MODES
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+# The reward node's shaping parameters, except the mode: the annotator computes every mode.
+_SHAPING_PARAMS = [s for s in REWARD_PARAMS.specs if s.name.startswith("reward.") and s.name != "reward.mode"]
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_spec(parser: argparse._ActionsContainer, spec: ParamSpec, *flags: str) -> None:
+    """An option for one parameter: its type, choices, default and description from the spec."""
+    kind = spec.type_name
+    extra: dict[str, Any] = {}
+    if kind == "bool":
+        extra = {"type": _parse_bool, "nargs": "?", "const": True, "metavar": "true|false"}
+    elif kind == "int":
+        extra = {"type": int, "metavar": "N"}
+    elif kind == "double":
+        extra = {"type": float, "metavar": "X"}
+    else:
+        extra = {"metavar": "TEXT"}
+    if spec.choices:
+        extra = {"choices": spec.choices}
+    valid = spec.range_text().replace("\\|", "|")
+    unit = f" [{spec.unit}]" if spec.unit else ""
+    help_text = (spec.description.replace("%", "%%") + unit + " (default: %(default)r"
+                 + (f"; {valid}" if valid and not spec.choices else "") + ")")
+    parser.add_argument(*(flags or (f"--{spec.name}",)), dest=spec.name, default=spec.default,
+                        help=help_text, **extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spatialvlm_annotate",
+        description="Annotate recorded episodes offline: ask the gripper-to-target distance on every "
+        "frame, in batches, and write annotations.parquet and reward.png per episode. Resumable: "
+        "re-running continues where a run stopped and never duplicates rows.",
+    )
+    parser.add_argument("episodes", nargs="+", type=Path,
+                        help="episode directories, or folders of them")
+    what = parser.add_argument_group("what to ask")
+    what.add_argument("--target", default=None,
+                      help="target object in plain words (default: the episode's target_object)")
+    _add_spec(what, REWARD_PARAMS["gripper_description"], "--gripper")
+    _add_spec(what, REWARD_PARAMS["question_template"], "--question-template")
+    _add_spec(what, REWARD_PARAMS["samples_per_frame"], "--samples")
+    topics = parser.add_argument_group("topics (a relative name matches the end of a topic)")
+    topics.add_argument("--image-topic", default=None,
+                        help="default: the recorded sensor_msgs Image/CompressedImage topic, "
+                        "preferring one named image")
+    topics.add_argument("--depth-topic", default=None,
+                        help="aligned depth (16UC1 mm or 32FC1 m); default: the recorded Image topic "
+                        "with depth in its name, if any; '' for none")
+    topics.add_argument("--camera-info-topic", default=None,
+                        help="default: the CameraInfo topic beside the image topic, if any; '' for none")
+    run = parser.add_argument_group("how")
+    run.add_argument("--every", type=int, default=1, metavar="K", help="annotate every K-th frame (default: 1, all)")
+    run.add_argument("--batch-size", type=int, default=8, metavar="N",
+                     help="frames per model call (batched generation; default: 8)")
+    run.add_argument("--checkpoint-every", type=int, default=256, metavar="N",
+                     help="write finished rows to disk at least every N frames (and every 60 s; default: 256)")
+    run.add_argument("--output", type=Path, default=None,
+                     help="write OUTPUT/<episode name>/annotations.parquet instead of into each "
+                     "episode directory")
+    run.add_argument("--force", action="store_true", help="recompute everything (discard earlier rows)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    model = parser.add_argument_group("model (the nodes' model.* parameters)")
+    for spec in MODEL_PARAMS:
+        flags = (f"--{spec.name}", "--model") if spec.name == "model.name_or_path" else ()
+        _add_spec(model, spec, *flags)
+    reward = parser.add_argument_group("reward shaping (the reward node's reward.* parameters)")
+    reward.add_argument("--reward.modes", dest="reward.modes", nargs="+", choices=REWARD_MODES,
+                        default=list(REWARD_MODES), metavar="MODE",
+                        help=f"shaping modes to compute, one column each (accepted: {', '.join(REWARD_MODES)})")
+    for spec in _SHAPING_PARAMS:
+        _add_spec(reward, spec)
+    return parser
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """Validate against the parameter specs; returns the model.* values."""
+    values = vars(args)
+    specs = [*MODEL_PARAMS, *_SHAPING_PARAMS, REWARD_PARAMS["gripper_description"],
+             REWARD_PARAMS["question_template"], REWARD_PARAMS["samples_per_frame"]]
+    for spec in specs:
+        reason = spec.validate(values[spec.name])
+        if reason:
+            parser.error(reason)
+    for name in ("every", "batch_size", "checkpoint_every"):
+        if values[name] < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.target is not None and not args.target.strip():
+        parser.error("--target is empty")
+    from spatialvlm_ros.spatial.questions import DISTANCE_FIELDS, check_template
+
+    reason = check_template(values["question_template"], DISTANCE_FIELDS, required=("target",))
+    if reason:
+        parser.error(reason)
+    return {spec.name: values[spec.name] for spec in MODEL_PARAMS}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    model_values = _check(parser, args)
+    # Our own log lines only (on stderr, beside the progress bar); libraries keep their defaults.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[spatialvlm_annotate] %(levelname)s %(message)s"))
+    package_log = logging.getLogger("spatialvlm_ros")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # SIGTERM (a batch scheduler, `kill`) stops like Ctrl-C: the rows answered so far are written first.
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(parser, args, model_values)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        package_log.removeHandler(handler)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived; raised in the main thread so that open work is saved on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, model_values: dict[str, Any]) -> int:
+    # Imported after parsing so that --help and argument errors are instant.
+    from spatialvlm_ros.spatial.annotation import AnnotateSettings, Annotator, EpisodeFailure, find_episodes
+    from spatialvlm_ros.spatial.estimator import ModelConfig, ModelLoadError, build_estimator
+    from spatialvlm_ros.spatial.reward import RewardConfig
+
+    try:
+        model_config = ModelConfig.from_params(model_values)
+        shaping = RewardConfig(**{p.name[len("reward."):]: getattr(args, p.name) for p in _SHAPING_PARAMS})
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    try:
+        episodes = find_episodes(args.episodes)
+    except EpisodeFailure as exc:
+        print(f"spatialvlm_annotate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    values = vars(args)
+    settings = AnnotateSettings(
+        model=model_values, target_object=args.target, gripper=values["gripper_description"],
+        question_template=values["question_template"], image_topic=args.image_topic,
+        depth_topic=args.depth_topic, camera_info_topic=args.camera_info_topic,
+        samples=values["samples_per_frame"], every=args.every, batch_size=args.batch_size, shaping=shaping,
+        reward_modes=tuple(dict.fromkeys(values["reward.modes"])), output_dir=args.output,
+        force=args.force, checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    annotator = Annotator(settings, lambda: build_estimator(model_config))
+    failed: list[str] = []
+    try:
+        for episode in episodes:
+            try:
+                result = annotator.annotate(episode)
+            except EpisodeFailure as exc:
+                failed.append(episode.name)
+                print(f"{episode.name}: FAILED: {exc}", flush=True)
+                continue
+            except ModelLoadError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one broken episode must not stop the others
+                logging.getLogger("spatialvlm_ros.annotate").debug("episode %s failed", episode, exc_info=True)
+                failed.append(episode.name)
+                print(f"{episode.name}: FAILED: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            print(result.summary(), flush=True)
+    except ModelLoadError as exc:
+        print(f"spatialvlm_annotate: the model could not be loaded: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    except (KeyboardInterrupt, _Terminated) as exc:
+        print("spatialvlm_annotate: interrupted; the frames answered so far are saved: run the same "
+              "command again to continue", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
+    finally:
+        annotator.close()
+    if failed:
+        print(f"spatialvlm_annotate: {len(failed)} of {len(episodes)} episode(s) failed: "
+              f"{', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

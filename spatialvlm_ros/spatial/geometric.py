@@ -1,0 +1,398 @@
+"""The geometric backend (``model.backend: geometric``): SpatialVLM's data pipeline run at inference time.
+
+Objects are found by an open-vocabulary detector, each frame gets metric depth (the camera's own, or a
+monocular depth model's), pixels are lifted to 3D with the camera intrinsics, and the question is answered
+from the objects' 3D boxes (``geometry.py``). The answer speaks like the VLM (``format_distance``) and
+carries the numbers in ``Estimate.details``. Deterministic: ``samples`` is accepted and ignored.
+
+Importing this module needs no torch: the transformers models are built (``vision_models``) only when
+no detector or depth model is handed in.
+"""
+
+# Decisions worth knowing before changing this module:
+# * The value of a distance question is the centre-to-centre distance (the paper's definition); the
+#   closest-point distance between the two objects' surfaces is reported beside it in details.
+# * "Not found" is an answer: value None and a reason naming the object and the best score it got.
+# * Two descriptions whose best boxes are the same object (IoU >= SAME_OBJECT_IOU): the one with the
+#   lower score takes its best box that is clearly another object, if one passes the threshold;
+#   otherwise the query is refused (a distance of 0 between an object and itself would be made up).
+# * depth_source auto uses the frame's depth when it is aligned and has readings, and the depth model
+#   otherwise, saying why in details.notes; topic never loads a depth model.
+# * Intrinsics from camera_info (scaled when it describes another resolution of the same camera);
+#   without usable camera_info, model.fallback_hfov_deg, and the answer text says so.
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from spatialvlm_ros.spatial import geometry as geo
+from spatialvlm_ros.spatial.distance_text import format_distance
+from spatialvlm_ros.spatial.estimator import Estimate, Frame, Intrinsics, ModelConfig, SpatialQuery
+
+__all__ = ["Detection", "DepthModel", "Detector", "GeometricEstimator", "SAME_OBJECT_IOU"]
+
+log = logging.getLogger(__name__)
+
+SAME_OBJECT_IOU = 0.8
+# Another candidate counts as a different object below this overlap with the contested box.
+OTHER_OBJECT_IOU = 0.5
+# Floor fitting looks at every FLOOR_STRIDE-th pixel in each direction outside the objects.
+FLOOR_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One candidate box for a description: pixels (x0, y0, x1, y1), x1/y1 exclusive, and its score.
+
+    ``mask`` (H, W bool), when a detector has one, restricts the object to those pixels.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    mask: np.ndarray | None = field(default=None, compare=False)
+
+
+class Detector(Protocol):
+    """Finds described objects: for each image, candidates per description, best first."""
+
+    name: str
+
+    def detect(self, images: Sequence[np.ndarray],
+               descriptions: Sequence[Sequence[str]]) -> list[dict[str, list[Detection]]]: ...
+
+    def close(self) -> None: ...
+
+
+class DepthModel(Protocol):
+    """Metric depth (metres along the optical axis) for each (H, W, 3) image, at its own size."""
+
+    name: str
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _FrameWork:
+    """What one frame needs and what has been worked out about it."""
+
+    frame: Frame
+    descriptions: list[str]
+    problem: str | None = None  # the frame cannot be measured at all
+    depth_m: np.ndarray | None = None
+    depth_source: str = ""
+    intrinsics: Intrinsics | None = None
+    intrinsics_source: str = ""
+    notes: list[str] = field(default_factory=list)
+    candidates: dict[str, list[Detection]] = field(default_factory=dict)
+    # Filled on first measurement:
+    points: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    floor: geo.Plane | None = None
+    frame3d: geo.MeasurementFrame | None = None
+    noise_rel: float = 0.0
+    measured: dict[tuple[float, ...], geo.ObjectGeometry | str] = field(default_factory=dict)
+    closest: dict[tuple, tuple[float, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+class GeometricEstimator:
+    """Answers distance, gap-width, width and height queries from detections and metric depth."""
+
+    backend = "geometric"
+
+    def __init__(self, config: ModelConfig, detector: Detector | None = None,
+                 depth_model: DepthModel | None = None) -> None:
+        self.config = config
+        if detector is None or (depth_model is None and config.depth_source != "topic"):
+            from spatialvlm_ros.spatial import vision_models  # torch and transformers load here
+
+            if detector is None:
+                detector = vision_models.HFDetector(config.detector, config.device, config.dtype,
+                                                    config.trust_remote_code)
+            if depth_model is None and config.depth_source != "topic":
+                depth_model = vision_models.HFDepthModel(config.depth_model, config.device, config.dtype,
+                                                         config.trust_remote_code)
+        self.detector = detector
+        self.depth_model = depth_model
+        depth_name = "depth topic" if config.depth_source == "topic" else (
+            f"{depth_model.name}" if config.depth_source == "model" else f"depth topic or {depth_model.name}")
+        self.model_name = f"{detector.name} + {depth_name}"
+
+    def close(self) -> None:
+        for part in (self.detector, self.depth_model):
+            if part is not None:
+                part.close()
+
+    # ------------------------------------------------------------------ estimate
+    def estimate(self, items: Sequence[tuple[Frame, SpatialQuery]], samples: int = 1) -> list[Estimate]:
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
+        work: dict[int, _FrameWork] = {}
+        for frame, query in items:
+            w = work.get(id(frame))
+            if w is None:
+                w = work[id(frame)] = _FrameWork(frame, [])
+            for desc in _objects_of(query):
+                if desc not in w.descriptions:
+                    w.descriptions.append(desc)
+        frames = list(work.values())
+        for w in frames:
+            self._prepare(w)
+        self._estimate_depth([w for w in frames if w.problem is None and w.depth_m is None])
+        self._detect([w for w in frames if w.problem is None])
+        results = []
+        for frame, query in items:
+            w = work[id(frame)]
+            if w.problem is not None:
+                results.append(Estimate(query, None, reason=w.problem))
+                continue
+            try:
+                results.append(self._answer(w, query))
+            except geo.GeometryError as exc:
+                results.append(Estimate(query, None, reason=str(exc), details=self._base_details(w)))
+        return results
+
+    # ------------------------------------------------------------------ per frame: image, depth, intrinsics
+    def _prepare(self, w: _FrameWork) -> None:
+        rgb = w.frame.rgb
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 2 \
+                or rgb.shape[1] < 2:
+            w.problem = f"bad image: expected (H, W, 3) RGB, got shape {getattr(rgb, 'shape', None)}"
+            return
+        h, width = rgb.shape[:2]
+        intrinsics, note = geo.intrinsics_for_image(w.frame.intrinsics, width, h)
+        if intrinsics is None:
+            intrinsics = geo.intrinsics_from_fov(width, h, self.config.fallback_hfov_deg)
+            w.intrinsics_source = "fallback_fov"
+            w.notes.append(f"{note}: intrinsics assumed from model.fallback_hfov_deg="
+                           f"{self.config.fallback_hfov_deg:g}")
+        else:
+            w.intrinsics_source = "camera_info_scaled" if note else "camera_info"
+            if note:
+                w.notes.append(note)
+        w.intrinsics = intrinsics
+        source = self.config.depth_source
+        problem = _depth_problem(w.frame.depth_m, (h, width))
+        if source == "model":
+            return  # estimated below, whatever the topic holds
+        if problem is None:
+            w.depth_m = np.asarray(w.frame.depth_m, np.float32)
+            w.depth_source = "topic"
+            return
+        if source == "topic":
+            w.problem = f"{problem} (model.depth_source is topic, so no depth model is used)"
+            return
+        w.notes.append(f"{problem}: depth estimated by model.depth_model")
+
+    def _estimate_depth(self, frames: list[_FrameWork]) -> None:
+        if not frames:
+            return
+        if self.depth_model is None:  # only reachable with an injected setup that lacks one
+            for w in frames:
+                w.problem = "no depth for this frame and no depth model loaded"
+            return
+        try:
+            depths = self.depth_model.predict([w.frame.rgb for w in frames])
+        except (RuntimeError, ValueError) as exc:
+            log.error("depth model failed on %d frames: %s", len(frames), exc)
+            for w in frames:
+                w.problem = f"depth model failed: {exc}"
+            return
+        for w, depth in zip(frames, depths, strict=True):
+            problem = _depth_problem(depth, w.frame.rgb.shape[:2])
+            if problem is not None:
+                w.problem = f"depth model output unusable: {problem}"
+            else:
+                w.depth_m, w.depth_source = np.asarray(depth, np.float32), "model"
+
+    def _detect(self, frames: list[_FrameWork]) -> None:
+        if not frames:
+            return
+        try:
+            found = self.detector.detect([w.frame.rgb for w in frames], [w.descriptions for w in frames])
+        except (RuntimeError, ValueError) as exc:
+            log.error("detector failed on %d frames: %s", len(frames), exc)
+            for w in frames:
+                w.problem = f"detector failed: {exc}"
+            return
+        for w, candidates in zip(frames, found, strict=True):
+            w.candidates = candidates
+
+    # ------------------------------------------------------------------ per query
+    def _pick(self, w: _FrameWork, description: str) -> Detection:
+        threshold = self.config.detector_threshold
+        cands = [c for c in w.candidates.get(description, []) if c.score >= threshold]
+        if not cands:
+            all_cands = w.candidates.get(description, [])
+            best = f"; its best box scored {all_cands[0].score:.2f}" if all_cands else ""
+            raise geo.GeometryError(
+                f"{description!r} not found: no detection scored at least model.detector_threshold="
+                f"{threshold:g}{best}")
+        return cands[0]
+
+    def _pick_pair(self, w: _FrameWork, a: str, b: str) -> tuple[Detection, Detection]:
+        da, db = self._pick(w, a), self._pick(w, b)
+        iou = geo.box_iou(da.box, db.box)
+        if iou < SAME_OBJECT_IOU:
+            return da, db
+        threshold = self.config.detector_threshold
+        # The weaker description looks for another object among its own candidates.
+        keep, move, name = (da, b, "b") if da.score >= db.score else (db, a, "a")
+        alternative = next((c for c in w.candidates.get(move, [])
+                            if c.score >= threshold and geo.box_iou(c.box, keep.box) < OTHER_OBJECT_IOU), None)
+        if alternative is None:
+            raise geo.GeometryError(
+                f"{a!r} and {b!r} were found as the same object (boxes overlap with IoU {iou:.2f}); "
+                "describe them so that they can be told apart")
+        return (da, alternative) if name == "b" else (alternative, db)
+
+    def _ensure_3d(self, w: _FrameWork) -> None:
+        if w.points is not None:
+            return
+        assert w.depth_m is not None and w.intrinsics is not None
+        w.points, w.valid = geo.lift(w.depth_m, w.intrinsics)
+        w.noise_rel = geo.depth_noise_rel(w.depth_m)
+        outside = w.valid.copy()
+        for cands in w.candidates.values():
+            for c in cands:
+                if c.score >= self.config.detector_threshold:
+                    rows, cols = geo.box_slices(c.box, outside.shape)
+                    outside[rows, cols] = False
+        sample = outside[::FLOOR_STRIDE, ::FLOOR_STRIDE]
+        w.floor = geo.fit_floor(w.points[::FLOOR_STRIDE, ::FLOOR_STRIDE][sample])
+        if w.floor is None:
+            w.frame3d = geo.MeasurementFrame.camera()
+            w.notes.append("no floor plane found: measured in the camera frame (horizontal = the "
+                           "camera's x-z plane), centres are those of the visible surfaces")
+        else:
+            w.frame3d = geo.MeasurementFrame.from_floor(w.floor)
+
+    def _measure(self, w: _FrameWork, det: Detection) -> geo.ObjectGeometry:
+        key = det.box
+        cached = w.measured.get(key)
+        if isinstance(cached, str):
+            raise geo.GeometryError(cached)
+        if cached is not None:
+            return cached
+        self._ensure_3d(w)
+        assert w.points is not None and w.valid is not None and w.intrinsics is not None
+        try:
+            obj = geo.segment_object(w.points, w.valid, det.box, w.intrinsics, mask=det.mask, floor=w.floor,
+                                     noise_rel=w.noise_rel)
+            measured = geo.measure_object(obj, w.frame3d or geo.MeasurementFrame.camera())
+        except geo.GeometryError as exc:
+            w.measured[key] = str(exc)
+            raise
+        w.measured[key] = measured
+        return measured
+
+    def _answer(self, w: _FrameWork, query: SpatialQuery) -> Estimate:
+        details: dict[str, Any] = {}
+        if query.kind in ("width", "height"):
+            det = self._pick(w, query.object_a)
+            try:
+                obj = self._measure(w, det)
+            except geo.GeometryError as exc:
+                raise geo.GeometryError(f"{query.object_a!r}: {exc}") from exc
+            details["objects"] = {"a": _object_details(query.object_a, det, obj)}
+            value = obj.width_m if query.kind == "width" else obj.height_m
+            word = "wide" if query.kind == "width" else "tall"
+            text = f"{_cap(query.object_a)} is {format_distance(value)} {word}."
+            return self._estimate(query, value, text, details, w)
+        da, db = self._pick_pair(w, query.object_a, query.object_b)
+        objs = []
+        for desc, det in ((query.object_a, da), (query.object_b, db)):
+            try:
+                objs.append(self._measure(w, det))
+            except geo.GeometryError as exc:
+                raise geo.GeometryError(f"{desc!r}: {exc}") from exc
+        a, b = objs
+        details["objects"] = {"a": _object_details(query.object_a, da, a),
+                              "b": _object_details(query.object_b, db, b)}
+        centre = geo.centre_distance(a, b)
+        closest, pa, pb = self._closest(w, da, db, a, b)
+        details.update(centre_distance_m=_r(centre), closest_distance_m=_r(closest),
+                       closest_points_m=[_vec(pa), _vec(pb)])
+        if query.kind == "gap_width":
+            gap, ga, gb = geo.footprint_gap(a, b, w.frame3d or geo.MeasurementFrame.camera())
+            details.update(gap_width_m=_r(gap), gap_points_m=[_vec(ga), _vec(gb)])
+            text = f"The gap between {query.object_a} and {query.object_b} is {format_distance(gap)} wide."
+            if gap == 0:
+                text = (f"There is no gap between {query.object_a} and {query.object_b}: seen from above "
+                        "they touch or overlap.")
+            return self._estimate(query, gap, text, details, w)
+        text = f"{_cap(query.object_a)} is {format_distance(centre)} from {query.object_b}."
+        return self._estimate(query, centre, text, details, w)
+
+    def _closest(self, w: _FrameWork, da: Detection, db: Detection, a: geo.ObjectGeometry,
+                 b: geo.ObjectGeometry) -> tuple[float, np.ndarray, np.ndarray]:
+        # The distance and gap questions of one pair (and both orders of the affordance chain) share it.
+        key = (da.box, db.box)
+        if key not in w.closest:
+            w.closest[key] = geo.closest_distance(a, b)
+            w.closest[(db.box, da.box)] = (w.closest[key][0], w.closest[key][2], w.closest[key][1])
+        return w.closest[key]
+
+    def _estimate(self, query: SpatialQuery, value: float, text: str, details: dict[str, Any],
+                  w: _FrameWork) -> Estimate:
+        if w.intrinsics_source == "fallback_fov":
+            text += " (Camera intrinsics were assumed: no usable camera_info.)"
+        return Estimate(query, float(value), [text], [float(value)], None, {**self._base_details(w), **details})
+
+    def _base_details(self, w: _FrameWork) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "depth_source": w.depth_source or None,
+            "intrinsics": w.intrinsics_source or None,
+            "frame": None if w.frame3d is None else ("floor" if w.frame3d.on_floor else "camera"),
+            "floor": None if w.floor is None else w.floor.to_dict(),
+            "depth_noise_rel": None if w.points is None else round(w.noise_rel, 5),
+            "notes": list(w.notes),
+        }
+
+
+def _objects_of(query: SpatialQuery) -> list[str]:
+    if query.kind in ("width", "height"):
+        return [query.object_a]
+    return [query.object_a, query.object_b]
+
+
+def _depth_problem(depth: Any, shape: tuple[int, int]) -> str | None:
+    """Why ``depth`` cannot be used with an image of ``shape`` (H, W), or None."""
+    if depth is None:
+        return "no depth image with this frame"
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        return f"depth must be (H, W), got shape {depth.shape}"
+    if depth.shape != tuple(shape):
+        return (f"depth {depth.shape[1]}x{depth.shape[0]} is not aligned with the image "
+                f"{shape[1]}x{shape[0]}")
+    if not depth.dtype.kind == "f":
+        return f"depth must be float metres, got {depth.dtype}"
+    share = float(geo.valid_depth(depth).mean())
+    if share == 0.0:
+        return "the depth image has no valid pixels (all zero, NaN or negative)"
+    return None
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _r(value: float) -> float:
+    return round(float(value), 4)
+
+
+def _vec(v: np.ndarray) -> list[float]:
+    return [round(float(x), 4) for x in v]
+
+
+def _object_details(description: str, det: Detection, obj: geo.ObjectGeometry) -> dict[str, Any]:
+    return {"description": description, "box": [round(float(v), 1) for v in det.box],
+            "score": round(float(det.score), 4), **obj.to_dict()}
