@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5.0, help="frames per second")
     parser.add_argument("--wait-s", type=float, default=60.0,
                         help="give up this long after the last frame if answers are missing")
+    parser.add_argument("--startup-timeout-s", type=float, default=300.0,
+                        help="give up when no reward node appears within this long (model loading included)")
     parser.add_argument("--best-effort", action="store_true", help="publish best-effort like many cameras")
     parser.add_argument("--ask", metavar="QUESTION", default="",
                         help="after the approach, ask the affordance node this gap question and print "
@@ -149,10 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     node = DemoCamera(args.rate, args.frames, not args.best_effort)
     try:
         # Play only once the reward node is up and matched: frames sent before then are lost.
+        give_up = time.monotonic() + args.startup_timeout_s
         while rclpy.ok() and (node.count_publishers("reward_info") == 0
                               or node.count_subscribers("image") == 0
                               or node.reward_info_matched() == 0):
             rclpy.spin_once(node, timeout_sec=0.1)
+            if time.monotonic() > give_up:
+                print(f"no reward node subscribed to 'image' and publishing 'reward_info' within "
+                      f"{args.startup_timeout_s:.0f} s: is reward_node running in this ROS_DOMAIN_ID "
+                      "(and did its model load)?", flush=True)
+                node.destroy_node()
+                rclpy.try_shutdown()
+                return 1
         node.play()
         deadline = None
         while rclpy.ok():
