@@ -123,3 +123,30 @@ def test_package_import_is_light():
             "print(sorted(m for m in ('torch', 'transformers', 'rclpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_colcon_build_installs_what_ros2_run_and_launch_look_for(tmp_path):
+    """colcon build (as on a robot) puts executables under lib/<pkg> and launch/config under share."""
+    import shutil
+
+    colcon = Path(sys.executable).parent / "colcon"
+    if not colcon.exists():
+        pytest.fail("colcon is part of requirements-test.txt; run scripts/setup_env.sh")
+    src = tmp_path / "src" / "spatialvlm_ros"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not files:  # not a git checkout: copy the tree
+        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "*.pyc", ".cache"))
+    for name in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, src / name)
+    result = subprocess.run([str(colcon), "build", "--packages-select", "spatialvlm_ros"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    prefix = tmp_path / "install" / "spatialvlm_ros"
+    installed = {p.name for p in (prefix / "lib" / "spatialvlm_ros").iterdir()}
+    assert console_scripts() <= installed
+    share = prefix / "share" / "spatialvlm_ros"
+    assert {p.name for p in LAUNCH_FILES} <= {p.name for p in (share / "launch").iterdir()}
+    assert {"reward.yaml", "fastdds_shm.xml"} <= {p.name for p in (share / "config").iterdir()}
+    assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "spatialvlm_ros").is_file()
