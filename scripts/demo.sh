@@ -23,10 +23,20 @@ done
 bash scripts/setup_env.sh
 source scripts/ros_env.sh
 if [ -z "$model" ]; then
-  model="builtin:tiny-spatial"
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
-  echo "[demo] no --model given: using the shipped tiny spatial model (builtin:tiny-spatial), a 2.4M-parameter"
-  echo "[demo] Qwen2.5-VL trained on this synthetic tabletop world only; it knows nothing of real camera images."
+  if "$venv/bin/python" -c "from spatialvlm_ros.models import shipped_model_path as p; p()" 2>/dev/null; then
+    model="builtin:tiny-spatial"
+    echo "[demo] no --model given: using the shipped tiny spatial model (builtin:tiny-spatial), a 2.4M-parameter"
+    echo "[demo] Qwen2.5-VL trained on this synthetic tabletop world only; it knows nothing of real camera images."
+  else
+    model="$root/.cache/tiny_qwen2_5_vl"
+    if [ ! -f "$model/config.json" ]; then
+      "$venv/bin/spatialvlm_make_tiny_model" "$model" >/dev/null 2>&1
+    fi
+    echo "[demo] no --model given and no shipped model in this checkout: using a TINY RANDOM-WEIGHT"
+    echo "[demo] Qwen2.5-VL built offline at $model. It runs the real loading/prompting/generation path,"
+    echo "[demo] but its words are noise, so frames get 'no distance in the answer'. Pass --model for real rewards."
+  fi
 fi
 # The demo camera's target (spatialvlm_ros.spatial.synthetic_scene.ApproachScene.target_description).
 target="the orange cylinder"

