@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-DEFAULTS = {"steps": 1000, "batch_size": 32, "lr": 2e-3, "warmup": 60, "weight_decay": 0.01}
+DEFAULTS = {"steps": 1400, "batch_size": 32, "lr": 2e-3, "warmup": 60, "weight_decay": 0.01}
 FINETUNE_DEFAULTS = {"steps": 1000, "batch_size": 8, "lr": 1e-4, "warmup": 50, "weight_decay": 0.0}
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
 
@@ -88,11 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the training-only regression of the answer (log distance, centres of "
                    "the named things) from the language model's state before the answer (default 1 from "
                    "scratch, 0 when fine-tuning)")
+    p.add_argument("--grounding-weight", type=float, default=None,
+                   help="weight of the training-only supervision of where the language model looks (the "
+                   "named things' image tokens; needs the auxiliary loss; default 1 from scratch, 0 when "
+                   "fine-tuning)")
     p.add_argument("--mix", type=parse_mix, default=None,
                    help="question kinds and weights, e.g. gripper_distance=0.6,object_distance=0.1,"
                    "gap=0.07,width=0.07,left_right=0.08,closer=0.08 (the default)")
     p.add_argument("--render-size", type=parse_size, default=None,
-                   help="training frames are rendered at WxH (default 320x240 from scratch, 640x480 fine-tuning)")
+                   help="training frames are rendered at WxH (default 224x168 from scratch: the processor "
+                   "shrinks them to 140x112 anyway; 640x480 fine-tuning)")
     p.add_argument("--lora-rank", type=int, default=0, help="fine-tuning: LoRA rank on the language model (0: "
                    "train the language model fully)")
     p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 x rank)")
@@ -159,8 +164,13 @@ class Trainer:
             args.aux_weight = 1.0 if self.scratch else 0.0
         if args.answer_aux_weight is None:
             args.answer_aux_weight = 1.0 if self.scratch else 0.0
+        if args.grounding_weight is None:
+            args.grounding_weight = 1.0 if self.scratch and args.aux_weight > 0 else 0.0
+        if args.grounding_weight > 0 and args.aux_weight <= 0:
+            raise SystemExit("--grounding-weight needs the auxiliary loss (--aux-weight > 0): its targets "
+                             "come from the same region coverage")
         if args.render_size is None:
-            args.render_size = (320, 240) if self.scratch else (640, 480)
+            args.render_size = (224, 168) if self.scratch else (640, 480)
         if args.steps < 1 or args.batch_size < 1:
             raise SystemExit("--steps and --batch-size must be at least 1")
         if args.lora_rank and self.scratch:
@@ -186,6 +196,10 @@ class Trainer:
         else:
             self.processor, model = self._load_pretrained()
         self.model = model.to(self.device)
+        if args.grounding_weight > 0:
+            # The grounding loss reads attention probabilities: eager attention returns them (the vision
+            # tower keeps its batched fast path below).
+            self.model.set_attn_implementation("eager")
         from spatialvlm_ros.training.fast_attention import patch_vision_attention
 
         patch_vision_attention(self.model)
@@ -284,8 +298,8 @@ class Trainer:
     def load_state(self) -> None:
         torch = self.torch
         state = torch.load(self.state_path, map_location=self.device, weights_only=False)
-        for key in ("init", "seed", "batch_size", "steps", "aux_weight", "answer_aux_weight", "lora_rank",
-                    "unfreeze_vision"):
+        for key in ("init", "seed", "batch_size", "steps", "aux_weight", "answer_aux_weight", "grounding_weight",
+                    "lora_rank", "unfreeze_vision"):
             saved = state["args"].get(key)
             if saved != getattr(self.args, key):
                 raise SystemExit(f"cannot resume: --{key.replace('_', '-')} was {saved!r} in the saved run, "
@@ -337,18 +351,30 @@ class Trainer:
                 aux_target = batch.pop("aux_targets", None)
                 answer_pos = batch.pop("answer_positions")
                 answer_target = batch.pop("answer_targets")
+                grounding_target = batch.pop("grounding_targets", None)
                 batch = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
+                grounding = args.grounding_weight > 0 and grounding_target is not None
                 with autocast:
-                    out = self.model(**batch, output_hidden_states=self.answer_head is not None)
+                    out = self.model(**batch, output_hidden_states=self.answer_head is not None,
+                                     output_attentions=grounding)
                     loss = out.loss
-                    aux_value = answer_value = None
+                    aux_value = answer_value = grounding_value = None
+                    rows = torch.arange(batch["input_ids"].shape[0], device=self.device)
+                    pos = answer_pos.to(self.device)
                     if self.answer_head is not None:
-                        from spatialvlm_ros.training.tiny_spatial import answer_aux_loss
+                        from spatialvlm_ros.training.tiny_spatial import GROUNDING_LAYER, answer_aux_loss
 
-                        last = out.hidden_states[-1]
-                        picked = last[torch.arange(last.shape[0], device=last.device), answer_pos.to(self.device)]
-                        answer_value = answer_aux_loss(self.answer_head(picked.float()), answer_target.to(self.device))
+                        last = out.hidden_states[-1][rows, pos].float()
+                        early = out.hidden_states[GROUNDING_LAYER][rows, pos].float()
+                        answer_value = answer_aux_loss(self.answer_head(last, early), answer_target.to(self.device))
                         loss = loss + args.answer_aux_weight * answer_value
+                    if grounding:
+                        from spatialvlm_ros.training.tiny_spatial import GROUNDING_LAYER, grounding_loss
+
+                        attention = out.attentions[GROUNDING_LAYER][rows, :, pos].float()  # (B, heads, T)
+                        image_mask = batch["input_ids"] == self.model.config.image_token_id
+                        grounding_value = grounding_loss(attention, image_mask, grounding_target.to(self.device))
+                        loss = loss + args.grounding_weight * grounding_value
                     if self.head is not None:
                         from spatialvlm_ros.training.tiny_spatial import aux_loss
 
@@ -366,7 +392,8 @@ class Trainer:
                 self.elapsed_s = time.monotonic() - start_time
                 for key, value in (("loss", out.loss.item()),
                                    ("aux", aux_value.item() if aux_value is not None else None),
-                                   ("ans", answer_value.item() if answer_value is not None else None)):
+                                   ("ans", answer_value.item() if answer_value is not None else None),
+                                   ("grd", grounding_value.item() if grounding_value is not None else None)):
                     if value is not None:
                         ema[key] = value if key not in ema else 0.95 * ema[key] + 0.05 * value
                 self.last_losses = dict(ema)
@@ -389,6 +416,8 @@ class Trainer:
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         model.eval()
+        if self.args.grounding_weight > 0:
+            model.set_attn_implementation("sdpa")  # eager was for training only
         dtype = self.torch.float32 if self.device == "cpu" else self.torch.bfloat16
         for p in model.parameters():
             p.data = p.data.to(dtype)

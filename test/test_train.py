@@ -13,7 +13,13 @@ import torch
 from spatialvlm_ros.spatial.estimator import ModelConfig, build_estimator
 from spatialvlm_ros.train import Trainer, build_parser, main
 from spatialvlm_ros.training.data import Collator, aux_targets, training_batch
-from spatialvlm_ros.training.tiny_spatial import AUX_SIZE, CLASSES, build_tiny_spatial
+from spatialvlm_ros.training.tiny_spatial import (
+    AUX_LAYOUT,
+    AUX_SIZE,
+    CLASSES,
+    LENGTH_SCALE,
+    build_tiny_spatial,
+)
 
 torch.set_num_threads(2)
 
@@ -52,11 +58,19 @@ def test_labels_cover_exactly_the_answer_and_aux_targets_the_vision_tokens(tiny_
         labelled = batch["labels"][i][batch["labels"][i] != -100].tolist()
         assert tok.decode(labelled) == s.qa.answer + "<|im_end|>"
     assert batch["aux_targets"].shape == (4 * 20, AUX_SIZE)
-    # The gripper's region targets: its coverage where it is drawn, its TCP position everywhere.
+    # Region targets: the gripper's coverage where it is drawn; its TCP and every visible object's
+    # distance to it in every region (the scene summary any token can hand over).
     t = aux_targets(samples[0].frame, 4, 5)
-    assert t[:, 0].max() > 0 and (t[:, 0] >= 0).all() and (t[:, 0] <= 1).all()
-    k = len(CLASSES)
-    assert np.allclose(t[:, 1 + k:4 + k], t[0, 1 + k:4 + k])
+    cover = t[:, AUX_LAYOUT["gripper_cover"]]
+    assert cover.max() > 0 and (cover >= 0).all() and (cover <= 1).all()
+    for part in ("gripper_xyz", "class_gripper_dist", "class_seen"):
+        assert np.allclose(t[:, AUX_LAYOUT[part]], t[0, AUX_LAYOUT[part]])
+    scene = samples[0].frame.scene
+    for obj in scene.objects:
+        c = CLASSES.index(f"{obj.colour} {obj.shape}")
+        if t[0, AUX_LAYOUT["class_seen"].start + c]:
+            assert t[0, AUX_LAYOUT["class_gripper_dist"].start + c] * LENGTH_SCALE == pytest.approx(
+                scene.gripper_distance(obj), rel=1e-5)
 
 
 def _args(tmp_path: Path, *extra: str):

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from spatialvlm_ros.spatial.synth import (
+    GRIPPER,
     GRIPPER_ID,
     OBJECT_ID0,
     QA,
+    SHAPES,
     RenderResult,
     Scene,
     random_scene,
@@ -26,6 +28,7 @@ from spatialvlm_ros.spatial.synth import (
 )
 from spatialvlm_ros.training.tiny_spatial import (
     ANSWER_AUX_SIZE,
+    AUX_LAYOUT,
     AUX_SIZE,
     CLASSES,
     GRID_COLS,
@@ -36,8 +39,13 @@ from spatialvlm_ros.training.tiny_spatial import (
 )
 
 # Training frames are rendered at this size; the processor resizes them (and 640x480 camera frames)
-# to the model's 112x140 input, so both look alike to the model.
-RENDER_SIZE = (320, 240)
+# to the model's 112x140 input, so both look alike to the model (pixel values differ by 0.005 on average).
+RENDER_SIZE = (224, 168)
+# Half the training scenes hold a same-colour pair (an orange cube and an orange cylinder): without
+# them the model's misses were mostly answers for the other object of such a pair.
+TWIN_PROBABILITY = 0.5
+# An object or the gripper counts as seen with at least this many pixels at RENDER_SIZE.
+MIN_VISIBLE_PIXELS = 12
 
 
 @dataclass
@@ -52,29 +60,37 @@ def _normalise_position(p: np.ndarray) -> np.ndarray:
 
 
 def aux_targets(frame: RenderResult, rows: int = GRID_ROWS, cols: int = GRID_COLS) -> np.ndarray:
-    """What the renderer knows about each image region, in ``tiny_spatial.AUX_SIZE`` layout."""
+    """What the renderer knows about each image region, in ``tiny_spatial.AUX_LAYOUT``."""
     scene = frame.scene
     if scene.gripper is None:
         raise ValueError("auxiliary targets need a scene with a gripper")
-    k = len(CLASSES)
+    L = AUX_LAYOUT
     out = np.zeros((rows, cols, AUX_SIZE), np.float32)
 
-    def coverage(instance_id: int) -> np.ndarray:
-        mask = (frame.instance == instance_id).astype(np.float32)
-        return cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_AREA)
+    def coverage(instance_id: int) -> tuple[np.ndarray, bool]:
+        mask = frame.instance == instance_id
+        seen = int(mask.sum()) >= MIN_VISIBLE_PIXELS
+        return cv2.resize(mask.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA), seen
 
-    out[..., 0] = coverage(GRIPPER_ID)
-    out[..., 1 + k: 4 + k] = _normalise_position(scene.centre_camera("gripper"))
+    cover, seen = coverage(GRIPPER_ID)
+    out[..., L["gripper_cover"]] = cover[..., None]
+    out[..., L["gripper_seen"]] = float(seen)
+    out[..., L["gripper_xyz"]] = _normalise_position(scene.centre_camera("gripper"))
     for i, obj in enumerate(scene.objects):
         name = f"{obj.colour} {obj.shape}"
         if name not in CLASSES:
             continue
         c = CLASSES.index(name)
-        out[..., 1 + c] = coverage(OBJECT_ID0 + i)
-        out[..., 4 + k + 3 * c: 7 + k + 3 * c] = _normalise_position(scene.centre_camera(obj))
-        out[..., 4 + 4 * k + c] = obj.width / LENGTH_SCALE
-        out[..., 4 + 5 * k + c] = scene.gripper_distance(obj) / LENGTH_SCALE
-    out[..., 4 + 6 * k:] = _table_points(scene, frame.depth_m.shape, rows, cols)
+        cover, seen = coverage(OBJECT_ID0 + i)
+        out[..., L["class_cover"].start + c] = cover
+        shape = L["shape_cover"].start + SHAPES.index(obj.shape)
+        out[..., shape] = np.minimum(out[..., shape] + cover, 1.0)
+        out[..., L["class_seen"].start + c] = float(seen)
+        xyz = L["class_xyz"].start + 3 * c
+        out[..., xyz:xyz + 3] = _normalise_position(scene.centre_camera(obj))
+        out[..., L["class_width"].start + c] = obj.width / LENGTH_SCALE
+        out[..., L["class_gripper_dist"].start + c] = scene.gripper_distance(obj) / LENGTH_SCALE
+    out[..., L["table_xyz"]] = _table_points(scene, frame.depth_m.shape, rows, cols)
     return out.reshape(rows * cols, AUX_SIZE)
 
 
@@ -88,6 +104,26 @@ def answer_targets(sample: Sample) -> np.ndarray:
         scene = sample.frame.scene
         for slot, name in enumerate(qa.objects[:2]):
             out[1 + 3 * slot: 4 + 3 * slot] = _normalise_position(scene.centre_camera(name))
+            if name != GRIPPER:
+                obj = scene.find(name)
+                if f"{obj.colour} {obj.shape}" in CLASSES:
+                    out[7 + slot] = CLASSES.index(f"{obj.colour} {obj.shape}")
+    return out
+
+
+def grounding_targets(sample: Sample, aux: np.ndarray) -> np.ndarray:
+    """(2, regions): how much of each region the first and second thing the question names cover
+    (zeros where a slot names nothing or nothing of it is visible)."""
+    out = np.zeros((2, len(aux)), np.float32)
+    scene = sample.frame.scene
+    for slot, name in enumerate(sample.qa.objects[:2]):
+        if name == GRIPPER:
+            out[slot] = aux[:, AUX_LAYOUT["gripper_cover"].start]
+            continue
+        obj = scene.find(name)
+        key = f"{obj.colour} {obj.shape}"
+        if key in CLASSES:
+            out[slot] = aux[:, AUX_LAYOUT["class_cover"].start + CLASSES.index(key)]
     return out
 
 
@@ -104,7 +140,7 @@ def _table_points(scene: Scene, shape: tuple[int, int], rows: int, cols: int) ->
 
 def make_sample(rng: np.random.Generator, size: tuple[int, int] = RENDER_SIZE,
                 mix: dict[str, float] | None = None, with_frame: bool = True) -> Sample:
-    scene = random_scene(rng).at_resolution(*size)
+    scene = random_scene(rng, twin_probability=TWIN_PROBABILITY).at_resolution(*size)
     frame = render(scene)
     qa = sample_qa(scene, rng, mix)
     return Sample(frame.rgb, qa, frame if with_frame else None)
@@ -173,7 +209,10 @@ class Collator:
         if self.aux:
             # One target row per merged vision token, in the vision tower's (raster) order.
             grids = batch["image_grid_thw"].tolist()
-            batch["aux_targets"] = torch.from_numpy(np.concatenate([
-                aux_targets(s.frame, h // self.merge, w // self.merge) for s, (_, h, w) in zip(samples, grids, strict=True)
-            ]))
+            per_image = [aux_targets(s.frame, h // self.merge, w // self.merge)
+                         for s, (_, h, w) in zip(samples, grids, strict=True)]
+            batch["aux_targets"] = torch.from_numpy(np.concatenate(per_image))
+            if len({len(a) for a in per_image}) == 1:
+                batch["grounding_targets"] = torch.from_numpy(np.stack(
+                    [grounding_targets(s, a) for s, a in zip(samples, per_image, strict=True)]))
         return dict(batch)

@@ -58,8 +58,8 @@ LEFT_TEMPLATES = ("Is {a} to the left of {b}?", "Is {a} to the right of {b}?")
 CLOSER_TEMPLATE = "Which is closer to {g}, {a} or {b}?"
 
 # How often each kind is asked in training; the reward question dominates.
-DEFAULT_MIX = {"gripper_distance": 0.6, "object_distance": 0.1, "gap": 0.07, "width": 0.07,
-               "left_right": 0.08, "closer": 0.08}
+DEFAULT_MIX = {"gripper_distance": 0.7, "object_distance": 0.08, "gap": 0.06, "width": 0.06,
+               "left_right": 0.05, "closer": 0.05}
 
 # Pairs closer than this are not asked left/right or closer-than (the truth would be a coin toss).
 LEFT_RIGHT_MARGIN_M = 0.03

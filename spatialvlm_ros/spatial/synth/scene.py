@@ -250,9 +250,11 @@ WORKSPACE_Y = (0.02, 0.40)
 GRIPPER_X = (-0.32, 0.32)
 GRIPPER_Y = (-0.06, 0.50)
 GRIPPER_Z = (FINGER_SIZE[2] / 2 + 0.006, 0.26)
-CUBE_SIDE = (0.04, 0.08)
-CYLINDER_RADIUS = (0.02, 0.04)
-CYLINDER_HEIGHT = (0.05, 0.14)
+# Cylinders stand taller than they are wide and taller than any cube (like cans and bottles), so that a
+# cube and a cylinder of one colour differ at the tiny model's 140x112 px, not only in their top's outline.
+CUBE_SIDE = (0.04, 0.07)
+CYLINDER_RADIUS = (0.02, 0.035)
+CYLINDER_HEIGHT = (0.09, 0.16)
 MIN_OBJECT_GAP = 0.03
 
 
@@ -309,16 +311,26 @@ def place_gripper_near(rng: np.random.Generator, objects: Sequence[SceneObject],
 def random_scene(rng: np.random.Generator, n_objects: int | tuple[int, int] = (2, 4), *,
                  gripper: bool = True, camera: PinholeCamera | None = None,
                  gripper_distance: tuple[float, float] = (0.05, 0.65),
-                 colours: Sequence[str] = tuple(COLOURS), shapes: Sequence[str] = SHAPES) -> Scene:
+                 colours: Sequence[str] = tuple(COLOURS), shapes: Sequence[str] = SHAPES,
+                 twin_probability: float = 0.0) -> Scene:
     """A random tabletop scene: objects with distinct (colour, shape) at free places in the workspace
     and, with ``gripper``, a gripper whose TCP is at a uniformly drawn distance from a random object
-    (so gripper-object distances cover ``gripper_distance`` evenly)."""
+    (so gripper-object distances cover ``gripper_distance`` evenly).
+
+    ``twin_probability``: how often one object gets a twin of the same colour and the other shape (a
+    hard case for grounding: "the orange cube" beside "the orange cylinder"); training uses it.
+    """
     camera = camera or default_camera()
     lo, hi = (n_objects, n_objects) if isinstance(n_objects, int) else n_objects
     kinds = [(c, s) for c in colours for s in shapes]
     while True:
         count = int(rng.integers(lo, hi + 1))
         picks = rng.choice(len(kinds), size=count, replace=False)
+        if twin_probability > 0 and count >= 2 and len(shapes) == 2 and rng.random() < twin_probability:
+            colour, shape = kinds[int(picks[0])]
+            twin = kinds.index((colour, shapes[1 - shapes.index(shape)]))
+            if twin not in picks:
+                picks[1] = twin
         objects: list[SceneObject] = []
         for index in picks:
             colour, shape = kinds[int(index)]
