@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.timer import Timer
@@ -29,6 +29,7 @@ from spatialvlm_ros.node_support import (
     StartupError,
     ThrottledLog,
     load_estimators,
+    publish_diagnostics,
     run_nodes,
     to_json,
 )
@@ -385,24 +386,18 @@ class AffordanceNode(Node):
         item = self.newest_frame()
         age = "" if item is None else f"{time.monotonic() - item.received_monotonic_s:.2f}"
         problem = self._frame_problem(item, time.monotonic())
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if problem else DiagnosticStatus.OK,
-            name=f"{self.get_fully_qualified_name()}: affordance",
-            message=problem or "ready to answer",
+        publish_diagnostics(
+            self, self.diag_pub, "affordance", ok=not problem, message=problem or "ready to answer",
             hardware_id=self.estimator.model_name,
-            values=[
-                *(KeyValue(key=k, value=str(v)) for k, v in counts.items()),
-                KeyValue(key="queued", value=str(self._queue.qsize())),
-                KeyValue(key="median_latency_ms", value=f"{latency:.1f}"),
-                KeyValue(key="frame_age_s", value=age),
-                KeyValue(key="frames_received", value=str(self.camera.received)),
-                KeyValue(key="frames_bad", value=str(self.camera.bad)),
-                KeyValue(key="last_error", value=self._last_error or ""),
-            ],
-        )
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+            values={
+                **counts,
+                "queued": self._queue.qsize(),
+                "median_latency_ms": f"{latency:.1f}",
+                "frame_age_s": age,
+                "frames_received": self.camera.received,
+                "frames_bad": self.camera.bad,
+                "last_error": self._last_error,
+            })
 
     def close(self) -> None:
         """Stop the worker, answer what is still queued, free the model (called by main on the way out)."""

@@ -124,6 +124,23 @@ class ThrottledLog:
         self._logger.warning(text + extra)
 
 
+def publish_diagnostics(node: Node, publisher: Any, feature: str, ok: bool, message: str,
+                        hardware_id: str, values: dict[str, Any]) -> None:
+    """One DiagnosticStatus named '<node>: <feature>' on /diagnostics (OK or WARN), values as text."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    status = DiagnosticStatus(
+        level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,
+        name=f"{node.get_fully_qualified_name()}: {feature}",
+        message=message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=k, value="" if v is None else str(v)) for k, v in values.items()],
+    )
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = node.get_clock().now().to_msg()
+    publisher.publish(msg)
+
+
 def to_json(payload: dict[str, Any]) -> str:
     """JSON for std_msgs/String outputs: NaN is never emitted (unknown numbers are null)."""
     return json.dumps(payload, allow_nan=False, separators=(", ", ": "))

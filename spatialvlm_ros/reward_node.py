@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import Float32, String
@@ -24,6 +24,7 @@ from spatialvlm_ros.node_support import (
     StartupError,
     ThrottledLog,
     load_estimators,
+    publish_diagnostics,
     run_nodes,
     to_json,
 )
@@ -189,24 +190,19 @@ class RewardNode(Node):
         recent = [t for t in self._published_times if now - t <= 10.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
         latency = statistics.median(self._latencies_ms) if self._latencies_ms else 0.0
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.OK if self._processed else DiagnosticStatus.WARN,
-            name=f"{self.get_fully_qualified_name()}: reward",
+        publish_diagnostics(
+            self, self.diag_pub, "reward", ok=bool(self._processed),
             message="publishing rewards" if recent else "no reward published in the last 10 s",
             hardware_id=self.estimator.model_name,
-            values=[
-                KeyValue(key="reward_rate_hz", value=f"{rate:.2f}"),
-                KeyValue(key="median_latency_ms", value=f"{latency:.1f}"),
-                KeyValue(key="frames_received", value=str(self.camera.received)),
-                KeyValue(key="frames_processed", value=str(self._processed)),
-                KeyValue(key="frames_dropped", value=str(self._slot.dropped)),
-                KeyValue(key="frames_bad", value=str(self.camera.bad)),
-                KeyValue(key="last_error", value=self._last_error or ""),
-            ],
-        )
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+            values={
+                "reward_rate_hz": f"{rate:.2f}",
+                "median_latency_ms": f"{latency:.1f}",
+                "frames_received": self.camera.received,
+                "frames_processed": self._processed,
+                "frames_dropped": self._slot.dropped,
+                "frames_bad": self.camera.bad,
+                "last_error": self._last_error,
+            })
 
     def close(self) -> None:
         """Stop the worker and free the model (called by main on the way out)."""

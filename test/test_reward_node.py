@@ -27,7 +27,8 @@ from spatialvlm_ros.spatial.estimator import Estimate, combine_answers
 class ScriptedEstimator:
     """Stands in for the model: answers in words, the distance written in the frame's first pixel.
 
-    Red value v -> "about v cm"; v == 0 -> a refusal (no number); v == 255 -> a slow answer (3 s).
+    Red value v -> "about v cm"; v == 0 -> a refusal (no number); v == 255 -> a slow answer that
+    keeps the model busy until the test sets ``release`` (or 10 s pass).
     The text goes through the real combine_answers/parse_distance path.
     """
 
@@ -37,6 +38,7 @@ class ScriptedEstimator:
     def __init__(self) -> None:
         self.calls = 0
         self.closed = False
+        self.release = threading.Event()
 
     def estimate(self, items, samples: int = 1) -> list[Estimate]:
         self.calls += 1
@@ -44,7 +46,7 @@ class ScriptedEstimator:
         for frame, query in items:
             value = int(frame.rgb[0, 0, 0])
             if value == 255:
-                time.sleep(3.0)
+                self.release.wait(10.0)
                 value = 50
             text = "I cannot tell from this image." if value == 0 else f"It is about {value} cm away."
             out.append(combine_answers(query, [text] * samples))
@@ -80,6 +82,7 @@ def harness(ros, request):
         wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="reward node subscribed")
     wait_for(lambda: node.info_pub.get_subscription_count() > 0, what="probe subscribed")
     yield node, probe, estimator
+    estimator.release.set()  # never leave the worker blocked in the scripted slow answer
     spinner.stop()
     node.close()
     node.destroy_node()
@@ -214,7 +217,7 @@ def test_compressed_transport_and_undecodable_data(harness):
 
 def test_reset_answers_while_the_model_is_busy(harness):
     node, probe, estimator = harness
-    probe.send_rgb(frame_with(255), 701)  # the scripted model takes 3 s on this one
+    probe.send_rgb(frame_with(255), 701)  # the scripted model stays busy on this one until released
     wait_for(lambda: node._worker.busy.is_set(), what="model busy")
     client = probe.create_client(Trigger, "reset")
     started = time.monotonic()
@@ -222,16 +225,20 @@ def test_reset_answers_while_the_model_is_busy(harness):
     assert response.success
     assert time.monotonic() - started < 1.0
     assert node._worker.busy.is_set(), "the slow frame should still be running"
+    estimator.release.set()
     wait_for(lambda: probe.info_for(701) is not None, 10, "the slow answer")
 
 
 def test_newest_frame_wins_and_drops_are_counted(harness):
-    node, probe, _ = harness
-    probe.send_rgb(frame_with(255), 801)  # occupies the worker for 3 s
+    node, probe, estimator = harness
+    probe.send_rgb(frame_with(255), 801)  # occupies the worker until released
     wait_for(lambda: node._worker.busy.is_set(), what="model busy")
     for sec in range(802, 812):
         probe.send_rgb(frame_with(20), sec)
         time.sleep(0.02)
+    wait_for(lambda: (item := node._slot.peek()) is not None and item.header.stamp.sec == 811,
+             what="the newest frame waiting in the slot")
+    estimator.release.set()
     wait_for(lambda: probe.info_for(811) is not None, 15, "the newest frame's answer")
     answered = {i["stamp"]["sec"] for i in probe.infos}
     assert 811 in answered
