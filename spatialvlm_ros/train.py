@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-DEFAULTS = {"steps": 1400, "batch_size": 32, "lr": 2e-3, "warmup": 60, "weight_decay": 0.01}
+DEFAULTS = {"steps": 2800, "batch_size": 32, "lr": 2e-3, "warmup": 60, "weight_decay": 0.01}
 FINETUNE_DEFAULTS = {"steps": 1000, "batch_size": 8, "lr": 1e-4, "warmup": 50, "weight_decay": 0.0}
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "gap=0.07,width=0.07,left_right=0.08,closer=0.08 (the default)")
     p.add_argument("--render-size", type=parse_size, default=None,
                    help="training frames are rendered at WxH (default 224x168 from scratch: the processor "
-                   "shrinks them to 140x112 anyway; 640x480 fine-tuning)")
+                   "shrinks them to 168x140 anyway; 640x480 fine-tuning)")
     p.add_argument("--lora-rank", type=int, default=0, help="fine-tuning: LoRA rank on the language model (0: "
                    "train the language model fully)")
     p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 x rank)")

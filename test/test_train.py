@@ -17,6 +17,8 @@ from spatialvlm_ros.training.tiny_spatial import (
     AUX_LAYOUT,
     AUX_SIZE,
     CLASSES,
+    GRID_COLS,
+    GRID_ROWS,
     LENGTH_SCALE,
     build_tiny_spatial,
 )
@@ -37,9 +39,10 @@ def test_tokenizer_spells_digits_and_the_model_is_tiny(tiny_spatial):
     assert tok.decode(tok("How far is the robot gripper from the red cube?")["input_ids"]) == \
         "How far is the robot gripper from the red cube?"
     assert 1.5e6 < sum(p.numel() for p in model.parameters()) < 3.5e6
-    # A 4:3 camera frame becomes 112x140 px: 20 merged image tokens.
-    out = processor.image_processor(images=[np.zeros((480, 640, 3), np.uint8)], return_tensors="pt")
-    assert out["image_grid_thw"].tolist() == [[1, 8, 10]]
+    # A 4:3 camera frame, and a training frame, become 168x140 px (WxH): 30 merged image tokens.
+    for h, w in ((480, 640), (168, 224)):
+        out = processor.image_processor(images=[np.zeros((h, w, 3), np.uint8)], return_tensors="pt")
+        assert out["image_grid_thw"].tolist() == [[1, 2 * GRID_ROWS, 2 * GRID_COLS]] == [[1, 10, 12]]
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():
@@ -57,10 +60,10 @@ def test_labels_cover_exactly_the_answer_and_aux_targets_the_vision_tokens(tiny_
     for i, s in enumerate(samples):
         labelled = batch["labels"][i][batch["labels"][i] != -100].tolist()
         assert tok.decode(labelled) == s.qa.answer + "<|im_end|>"
-    assert batch["aux_targets"].shape == (4 * 20, AUX_SIZE)
+    assert batch["aux_targets"].shape == (4 * GRID_ROWS * GRID_COLS, AUX_SIZE)
     # Region targets: the gripper's coverage where it is drawn; its TCP and every visible object's
     # distance to it in every region (the scene summary any token can hand over).
-    t = aux_targets(samples[0].frame, 4, 5)
+    t = aux_targets(samples[0].frame, GRID_ROWS, GRID_COLS)
     cover = t[:, AUX_LAYOUT["gripper_cover"]]
     assert cover.max() > 0 and (cover >= 0).all() and (cover <= 1).all()
     for part in ("gripper_xyz", "class_gripper_dist", "class_seen"):

@@ -39,7 +39,7 @@ from spatialvlm_ros.training.tiny_spatial import (
 )
 
 # Training frames are rendered at this size; the processor resizes them (and 640x480 camera frames)
-# to the model's 112x140 input, so both look alike to the model (pixel values differ by 0.005 on average).
+# to the model's 168x140 (WxH) input, so both look alike to the model (pixel values differ by 0.005 on average).
 RENDER_SIZE = (224, 168)
 # Half the training scenes hold a same-colour pair (an orange cube and an orange cylinder): without
 # them the model's misses were mostly answers for the other object of such a pair.

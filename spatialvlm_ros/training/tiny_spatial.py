@@ -2,8 +2,9 @@
 and the training-only dense auxiliary head.
 
 The model is a plain ``Qwen2_5_VLForConditionalGeneration`` (3 text layers of width 192, 3 vision layers
-of width 128). Images are resized by the processor to 112x140 px for the 4:3 camera (8x10 patches of
-14 px, merged 2x2 into 20 image tokens). The tokenizer is a byte-level BPE trained here on the QA
+of width 128). Images are resized by the processor to 168x140 px (WxH) for the 4:3 camera (10x12
+patches of 14 px, merged 2x2 into 30 image tokens; at 112x140 px, 20 tokens, objects were often smaller
+than a token's region and the model's misses were mostly the wrong object). The tokenizer is a byte-level BPE trained here on the QA
 templates, with every digit its own token so numbers are spelled digit by digit.
 
 The auxiliary head reads the merged vision tokens (one per 28x28 px region of the model's input) and
@@ -37,10 +38,10 @@ CHAT_TEMPLATE = (
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# The processor turns any 4:3 image into 112x140 px (smart_resize keeps the aspect within a 28 px grid).
+# The processor turns any 4:3 image into 168x140 px, WxH (smart_resize keeps the aspect within a 28 px grid).
 MIN_PIXELS = 56 * 56
-MAX_PIXELS = 112 * 168
-GRID_ROWS, GRID_COLS = 4, 5  # merged-token regions of a 4:3 image
+MAX_PIXELS = 140 * 196  # smart_resize floors each side to 28 px: a 4:3 frame becomes 140x168
+GRID_ROWS, GRID_COLS = 5, 6  # merged-token regions of a 4:3 image
 
 # Object classes the auxiliary head knows: every (colour, shape) pair.
 CLASSES = [f"{c} {s}" for c, s in itertools.product(COLOURS, SHAPES)]
@@ -167,6 +168,7 @@ AUX_SIZE = 8 + 7 * _K + len(SHAPES)
 POSITION_MEAN = (0.0, 0.05, 0.62)  # camera frame, metres: roughly the middle of the workspace
 POSITION_SCALE = 0.25
 LENGTH_SCALE = 0.3
+COVER_WEIGHT = 2.0
 
 
 class AuxHead(nn.Module):
@@ -186,10 +188,10 @@ def aux_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     L = AUX_LAYOUT
     bce = nn.functional.binary_cross_entropy_with_logits
     loss = bce(pred[:, L["gripper_cover"]], target[:, L["gripper_cover"]])
-    loss = loss + bce(pred[:, L["class_cover"]], target[:, L["class_cover"]])
+    loss = loss + COVER_WEIGHT * bce(pred[:, L["class_cover"]], target[:, L["class_cover"]])
     loss = loss + bce(pred[:, L["gripper_seen"]], target[:, L["gripper_seen"]])
     loss = loss + bce(pred[:, L["class_seen"]], target[:, L["class_seen"]])
-    loss = loss + bce(pred[:, L["shape_cover"]], target[:, L["shape_cover"]])
+    loss = loss + COVER_WEIGHT * bce(pred[:, L["shape_cover"]], target[:, L["shape_cover"]])
 
     def weighted(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         err = nn.functional.smooth_l1_loss(p, t, reduction="none", beta=0.1)
