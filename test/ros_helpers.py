@@ -12,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from spatialvlm_ros.node_support import MultiThreadedExecutor
 from spatialvlm_ros.spatial.imaging import rgb_to_image_fields
 
 VENV_BIN = Path(sys.executable).parent
@@ -34,7 +34,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "
 
 
 class Spinner:
-    """Spins nodes on a MultiThreadedExecutor in a background thread."""
+    """Spins nodes in a background thread on the executor the nodes' main() uses."""
 
     def __init__(self, *nodes: Node) -> None:
         self.executor = MultiThreadedExecutor(num_threads=4)

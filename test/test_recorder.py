@@ -25,7 +25,7 @@ import rclpy
 from mcap.reader import make_reader
 from mcap_ros2.reader import read_ros2_messages
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -66,7 +66,9 @@ class Graph:
     def __init__(self) -> None:
         self.context = Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        # Single-threaded, as recorder_node's main() spins it (run_nodes(num_threads=1)); rclpy's
+        # MultiThreadedExecutor here stalled deliveries for seconds (bench/executor_latency.py).
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.client = Node("recorder_test_client", context=self.context)
         self.executor.add_node(self.client)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
