@@ -41,6 +41,7 @@ from spatialvlm_ros.spatial.annotation import (
 from spatialvlm_ros.spatial.episodes import EpisodeWriter, TopicSpec
 from spatialvlm_ros.spatial.estimator import Estimate, ModelConfig, build_estimator, combine_answers
 from spatialvlm_ros.spatial.imaging import metres_to_depth_fields, rgb_to_image_fields
+from spatialvlm_ros.spatial.metrics import spearman
 from spatialvlm_ros.spatial.reward import RewardConfig
 from spatialvlm_ros.spatial.synthetic_scene import ApproachScene
 
@@ -221,7 +222,7 @@ def recorded_episode(tmp_path_factory) -> tuple[Path, list[int], list[np.ndarray
     """recorder_node records a camera (image, depth, camera_info) published over real topics."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -235,7 +236,7 @@ def recorded_episode(tmp_path_factory) -> tuple[Path, list[int], list[np.ndarray
     out = tmp_path_factory.mktemp("recorded")
     context = Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = SingleThreadedExecutor(context=context)  # as recorder_node's main() spins it
     recorder = RecorderNode(namespace="/annotate_test", context=context, parameter_overrides=[
         Parameter("output_dir", value=str(out)), Parameter("topic_discovery_period_s", value=0.1),
         Parameter("target_object", value=scene.target_description),
@@ -353,6 +354,32 @@ def test_batch_size_and_every_with_the_tiny_checkpoint(tiny_estimator, tiny_conf
               lambda: estimator).annotate(episode)
     assert table_of(tmp_path / "every" / "ep").column("frame_index").to_pylist() == [0, 3, 6]
     assert [f.rgb[0, 0].tolist() for f in estimator.frames] == [rgbs[i][0, 0].tolist() for i in (0, 3, 6)]
+
+
+def test_shipped_model_annotates_an_approach_with_distances_that_track_the_truth(tmp_path) -> None:
+    """The demo camera's approach at 640x480, recorded, then annotated by the shipped tiny spatial model:
+    every frame gets a distance, the distances rank the frames as the true ones do, and the rewards
+    follow them."""
+    n = 12
+    scene = ApproachScene(frames=n)
+    frames = [scene.render(i) for i in range(n)]
+    episode = write_episode(tmp_path / "ep", [f.rgb for f in frames], target=scene.target_description,
+                            depths=[f.depth_m for f in frames])
+    config = ModelConfig(name_or_path="builtin:tiny-spatial", max_new_tokens=16, device="cpu")
+    estimator = build_estimator(config)
+    try:
+        result = Annotator(settings(model=model_values(config), batch_size=4, output_dir=tmp_path / "out"),
+                           lambda: estimator).annotate(episode)
+    finally:
+        estimator.close()
+    assert result.annotated == n
+    rows = table_of(tmp_path / "out" / "ep").to_pylist()
+    distances = [r["distance_m"] for r in rows]
+    assert None not in distances, [r["raw_answers"] for r in rows]
+    truth = [f.true_distance_m for f in frames]
+    assert spearman(truth, distances) >= 0.9, list(zip(truth, distances, strict=True))
+    assert [r["reward_negative_distance"] for r in rows] == pytest.approx([-d for d in distances])
+    assert rows[-1]["reward_progress"] is not None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """reward_node over real rclpy topics, services and parameters.
 
-Most tests drive the node with a scripted estimator (the test seam the issue allows: the tiny model's
-random text carries no number), which answers through the real parsing path; one test runs the real
-tiny checkpoint in process, and the end-to-end tests run the console scripts as separate processes.
+Most tests drive the node with a scripted estimator that answers through the real parsing path, so a
+test can choose each frame's number, a refusal or a slow answer. The shipped tiny spatial model gives
+real numbers about the synthetic scenes in process and end to end (the console scripts as separate
+processes); the tiny random checkpoint checks loading and wiring.
 """
 
 from __future__ import annotations
@@ -260,7 +261,8 @@ def test_diagnostics(harness):
 
 
 def test_real_tiny_checkpoint_in_process(ros, tiny_qwen_dir):
-    """The real estimator path: from_pretrained, chat template, generate, parse; random words out."""
+    """The real estimator path with random weights: from_pretrained, chat template, generate, parse;
+    its words are noise, so either a number happened to be said or the reason is given."""
     node = RewardNode(parameter_overrides=[
         Parameter("model.name_or_path", value=str(tiny_qwen_dir)),
         Parameter("model.max_new_tokens", value=6),
@@ -275,8 +277,41 @@ def test_real_tiny_checkpoint_in_process(ros, tiny_qwen_dir):
         info = probe.info_for(1001)
         assert info["backend"] == "vlm" and info["model"] == str(tiny_qwen_dir)
         assert len(info["raw_answers"]) == 2 and len(info["sample_distances_m"]) == 2
-        # random weights: either a number happened to be said, or the reason is given
         assert (info["distance_m"] is None) == (info["error"] is not None)
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()
+
+
+def test_shipped_model_in_process_rewards_follow_the_true_distance(ros):
+    """The shipped tiny spatial model through the node's default question: frames of the demo
+    approach get distances within [0.5x, 2x] of the truth, the reward is their negative, and the
+    nearer frame gets the higher reward."""
+    from spatialvlm_ros.spatial.synthetic_scene import ApproachScene
+
+    scene = ApproachScene(frames=8)
+    node = RewardNode(parameter_overrides=[
+        Parameter("model.name_or_path", value="builtin:tiny-spatial"),
+        Parameter("model.max_new_tokens", value=16),
+        Parameter("target_object", value=scene.target_description)])
+    probe = Probe("shipped_probe")
+    spinner = Spinner(node, probe)
+    try:
+        wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="subscribed")
+        wait_for(lambda: node.info_pub.get_subscription_count() > 0, what="probe subscribed")
+        infos = []
+        for sec, index in ((2001, 0), (2002, 7)):  # the start (0.6 m) and the end (0.1 m) of the approach
+            frame = scene.render(index)
+            probe.send_rgb(frame.rgb, sec)
+            wait_for(lambda sec=sec: probe.info_for(sec) is not None, 30, f"the answer for frame {index}")
+            info = probe.info_for(sec)
+            assert info["model"] == "builtin:tiny-spatial" and info["error"] is None, info
+            assert 0.5 <= info["distance_m"] / frame.true_distance_m <= 2.0, (info, frame.true_distance_m)
+            assert info["reward"] == pytest.approx(-info["distance_m"])
+            infos.append(info)
+        assert infos[1]["reward"] > infos[0]["reward"]
     finally:
         spinner.stop()
         node.close()
@@ -306,18 +341,24 @@ def _run_node_and_demo_camera(model: str, max_new_tokens: int) -> tuple[str, str
     return camera.stdout, out
 
 
-def _summary_counts(stdout: str) -> tuple[int, int]:
+def _summary(stdout: str) -> tuple[int, int, float | None]:
+    """(answers matched to a sent frame, answers with a distance, Spearman against the truth or None)."""
     summary = [line for line in stdout.splitlines() if line.startswith("summary:")][0]
-    return int(summary.split(",")[1].split()[0]), int(summary.split(",")[2].split()[0])
+    parts = summary.split(",")
+    rho = float(parts[3].split()[1]) if len(parts) > 3 and "Spearman" in parts[3] else None
+    return int(parts[1].split()[0]), int(parts[2].split()[0]), rho
 
 
 @pytest.mark.slow
-def test_console_script_end_to_end_30hz(tiny_qwen_dir):
-    """The executables as users start them, with a tiny random checkpoint: answers arrive for frames
-    that were sent (matched by stamp) and SIGINT ends the node cleanly."""
-    stdout, _ = _run_node_and_demo_camera(str(tiny_qwen_dir), 6)
-    matched, _ = _summary_counts(stdout)
-    assert matched >= 3, stdout
+def test_console_script_end_to_end_30hz():
+    """The executables as users start them, with the demo's model (the shipped tiny spatial model):
+    answers arrive for frames that were sent (matched by stamp), every one carries a distance, the
+    distances rank the frames as the true distances do, and SIGINT ends the node cleanly."""
+    stdout, _ = _run_node_and_demo_camera("builtin:tiny-spatial", 16)
+    matched, with_distance, rho = _summary(stdout)
+    assert matched >= 5, stdout
+    assert with_distance == matched, stdout
+    assert rho is not None and rho >= 0.9, stdout
 
 
 @pytest.mark.slow
@@ -345,3 +386,4 @@ def test_close_frees_the_estimator(harness):
     node.close()
     assert estimator.closed
     assert not any(t.name == "reward-worker" and t.is_alive() for t in threading.enumerate())
+
