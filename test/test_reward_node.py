@@ -365,6 +365,7 @@ def test_console_script_end_to_end_30hz():
 @pytest.mark.parametrize("model, words", [
     ("/does/not/exist", "is not an existing directory"),
     ("nobody/not-a-cached-model", "hf download nobody/not-a-cached-model"),
+    ("nobody/not-a-cached-model", "builtin:tiny-spatial is shipped in it"),
 ])
 def test_missing_model_says_what_to_do(model, words):
     proc = start_process([str(VENV_BIN / "reward_node"), "--ros-args", "-p", f"model.name_or_path:={model}"])

@@ -92,7 +92,9 @@ def load_processor_and_model(config: ModelConfig, device: str, dtype: torch.dtyp
                 f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
                 f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!r}). Download it once with "
                 f"network access: `hf download {name}` (or huggingface_hub.snapshot_download), then "
-                "run offline; or set model.name_or_path to a local checkpoint directory.") from exc
+                "run offline; or set model.name_or_path to a local checkpoint directory. (To try the "
+                "package without any download, builtin:tiny-spatial is shipped in it: a tiny model of "
+                "the demo camera's synthetic scenes only, not of real images.)") from exc
         raise ModelLoadError(f"cannot load the processor of {name!r}: {exc}") from exc
     except ValueError as exc:
         # transformers raises ValueError ("Unrecognized processing class", a broken tokenizer) for a
