@@ -13,7 +13,7 @@ Batches are rendered on the fly and are a pure function of (seed, step): a run i
 the model folder) exactly where it stopped. The model folder holds a plain transformers checkpoint
 (LoRA merged, auxiliary head dropped) and ``metrics.json`` from the evaluation on held-out scenes.
 
-    spatialvlm_train spatialvlm_ros/models/tiny_spatial_qwen      # the shipped model (about 25 min, 2 cores)
+    spatialvlm_train spatialvlm_ros/models/tiny_spatial_qwen      # the shipped model (about 21 min, 2 cores)
     spatialvlm_train out/qwen7b-spatial --init Qwen/Qwen2.5-VL-7B-Instruct --lora-rank 16 \\
         --unfreeze-vision --steps 2000 --batch-size 8 --lr 1e-4 --device cuda
 """

@@ -1,4 +1,4 @@
-"""The tiny spatial VLM: a Qwen2.5-VL-architecture model of ~2.5M parameters, its tokenizer and processor,
+"""The tiny spatial VLM: a Qwen2.5-VL-architecture model of ~2.4M parameters, its tokenizer and processor,
 and the training-only dense auxiliary head.
 
 The model is a plain ``Qwen2_5_VLForConditionalGeneration`` (3 text layers of width 192, 3 vision layers
