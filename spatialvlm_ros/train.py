@@ -452,9 +452,11 @@ def print_report(metrics: dict[str, Any]) -> None:
         if "accuracy" in m:
             print(f"  {kind:<17} n={m['n']:<4} accuracy {m['accuracy']:.1%}")
         else:
+            # Spearman is undefined (NaN) when every answer, or every truth, is the same number.
+            rho = f"{m['spearman']:.3f}" if math.isfinite(m["spearman"]) else "undefined (all answers, or all truths, equal)"
             print(f"  {kind:<17} n={m['n']:<4} numeric {m['share_numeric']:.1%}  within [0.5x,2x] "
                   f"{m['within_2x']:.1%}  within [0.9x,1.1x] {m['within_10pct']:.1%}  median rel. error "
-                  f"{m['median_rel_error']:.1%}  Spearman {m['spearman']:.3f}")
+                  f"{m['median_rel_error']:.1%}  Spearman {rho}")
     t = metrics["trajectories"]
     print(f"approach trajectories: {t['n']} x {t['frames']} frames, Spearman mean {t['spearman_mean']:.3f} "
           f"min {t['spearman_min']:.3f}, share >= 0.9: {t['share_monotone_0.9']:.0%}; pooled within "
