@@ -161,6 +161,9 @@ class MultiThreadedExecutor(rclpy_executors.MultiThreadedExecutor):
     _GIL_YIELD_S = 1e-4
 
     def _spin_once_impl(self, timeout_sec: Any = None, wait_condition: Callable[[], bool] = lambda: False) -> None:
+        if not (hasattr(self, "_futures") and hasattr(self, "_executor")):
+            # An rclpy whose executor is laid out otherwise (requirements.txt does not pin rclpy): its own.
+            return super()._spin_once_impl(timeout_sec, wait_condition)
         try:
             handler, _entity, _node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
         except (rclpy_executors.ExternalShutdownException, rclpy_executors.ShutdownException,
