@@ -1,7 +1,7 @@
 """affordance_node over real rclpy topics, services and parameters.
 
-In-process tests drive the node with a scripted estimator (the tiny model's random words carry no
-number): it answers in words, "about N cm" with N written in the frame's first pixel, and the words go
+In-process tests drive the node with a scripted estimator, so a test can choose each frame's gap, a
+refusal or an order-sensitive model: it answers in words, "about N cm" with N written in the frame's first pixel, and the words go
 through the real parsing and decision path. The planner-like client of the end-to-end tests runs in
 this process while the node runs as its own console script with the shipped tiny spatial model (real
 numbers about the demo scene) or the tiny random checkpoint (loading and wiring only).

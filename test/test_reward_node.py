@@ -8,6 +8,7 @@ processes); the tiny random checkpoint checks loading and wiring.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import threading
@@ -260,29 +261,35 @@ def test_diagnostics(harness):
     assert {"reward_rate_hz", "median_latency_ms", "frames_dropped", "frames_bad"} <= set(values)
 
 
-def test_real_tiny_checkpoint_in_process(ros, tiny_qwen_dir):
-    """The real estimator path with random weights: from_pretrained, chat template, generate, parse;
-    its words are noise, so either a number happened to be said or the reason is given."""
-    node = RewardNode(parameter_overrides=[
-        Parameter("model.name_or_path", value=str(tiny_qwen_dir)),
-        Parameter("model.max_new_tokens", value=6),
-        Parameter("samples_per_frame", value=2)])
-    probe = Probe("tiny_probe")
+@contextlib.contextmanager
+def node_with_model(probe_name: str, parameters: dict):
+    """A RewardNode that loads its model from ``parameters`` (no injected estimator) and a probe, both
+    spinning and matched; yields the probe, and frees the node's model afterwards."""
+    node = RewardNode(parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+    probe = Probe(probe_name)
     spinner = Spinner(node, probe)
     try:
         wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="subscribed")
         wait_for(lambda: node.info_pub.get_subscription_count() > 0, what="probe subscribed")
+        yield probe
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()
+
+
+def test_real_tiny_checkpoint_in_process(ros, tiny_qwen_dir):
+    """The real estimator path with random weights: from_pretrained, chat template, generate, parse;
+    its words are noise, so either a number happened to be said or the reason is given."""
+    with node_with_model("tiny_probe", {"model.name_or_path": str(tiny_qwen_dir), "model.max_new_tokens": 6,
+                                        "samples_per_frame": 2}) as probe:
         probe.send_rgb(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8), 1001)
         wait_for(lambda: probe.info_for(1001) is not None, 30, "an answer from the tiny model")
         info = probe.info_for(1001)
         assert info["backend"] == "vlm" and info["model"] == str(tiny_qwen_dir)
         assert len(info["raw_answers"]) == 2 and len(info["sample_distances_m"]) == 2
         assert (info["distance_m"] is None) == (info["error"] is not None)
-    finally:
-        spinner.stop()
-        node.close()
-        node.destroy_node()
-        probe.destroy_node()
 
 
 def test_shipped_model_in_process_rewards_follow_the_true_distance(ros):
@@ -292,15 +299,9 @@ def test_shipped_model_in_process_rewards_follow_the_true_distance(ros):
     from spatialvlm_ros.spatial.synthetic_scene import ApproachScene
 
     scene = ApproachScene(frames=8)
-    node = RewardNode(parameter_overrides=[
-        Parameter("model.name_or_path", value="builtin:tiny-spatial"),
-        Parameter("model.max_new_tokens", value=16),
-        Parameter("target_object", value=scene.target_description)])
-    probe = Probe("shipped_probe")
-    spinner = Spinner(node, probe)
-    try:
-        wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="subscribed")
-        wait_for(lambda: node.info_pub.get_subscription_count() > 0, what="probe subscribed")
+    with node_with_model("shipped_probe", {"model.name_or_path": "builtin:tiny-spatial",
+                                           "model.max_new_tokens": 16,
+                                           "target_object": scene.target_description}) as probe:
         infos = []
         for sec, index in ((2001, 0), (2002, 7)):  # the start (0.6 m) and the end (0.1 m) of the approach
             frame = scene.render(index)
@@ -312,11 +313,6 @@ def test_shipped_model_in_process_rewards_follow_the_true_distance(ros):
             assert info["reward"] == pytest.approx(-info["distance_m"])
             infos.append(info)
         assert infos[1]["reward"] > infos[0]["reward"]
-    finally:
-        spinner.stop()
-        node.close()
-        node.destroy_node()
-        probe.destroy_node()
 
 
 # ------------------------------------------------------------------ the executables, as users start them
@@ -387,4 +383,3 @@ def test_close_frees_the_estimator(harness):
     node.close()
     assert estimator.closed
     assert not any(t.name == "reward-worker" and t.is_alive() for t in threading.enumerate())
-

@@ -43,6 +43,7 @@ OTHER_KINDS = ("object_distance", "gap", "width", "left_right", "closer")
 class Item:
     frame: Frame
     qa: QA
+    scene: Scene | None = None  # the scene asked about, for error analysis (bench/tiny_model_errors.py)
 
 
 def _frame(scene: Scene) -> Frame:
@@ -64,7 +65,7 @@ def heldout_items(n_scenes: int, per_kind: int = 0, size: tuple[int, int] = EVAL
         rng = np.random.default_rng([seed, 0, i])
         scene = random_scene(rng).at_resolution(*size)
         target = scene.objects[int(rng.integers(len(scene.objects)))]
-        items.append(Item(_frame(scene), reward_question(scene, target.description)))
+        items.append(Item(_frame(scene), reward_question(scene, target.description), scene))
     makers = {"object_distance": object_distance_qa, "gap": gap_qa, "left_right": left_right_qa,
               "closer": closer_qa}
     for k, kind in enumerate(OTHER_KINDS):
@@ -77,7 +78,7 @@ def heldout_items(n_scenes: int, per_kind: int = 0, size: tuple[int, int] = EVAL
             a, b = (scene.objects[int(j)] for j in rng.choice(len(scene.objects), size=2, replace=False))
             qa = width_qa(scene, a, rng) if kind == "width" else makers[kind](scene, a, b, rng)
             if qa is not None:
-                items.append(Item(_frame(scene), qa))
+                items.append(Item(_frame(scene), qa, scene))
                 made += 1
     return items
 
@@ -88,7 +89,7 @@ def heldout_trajectories(n: int, frames: int, size: tuple[int, int] = EVAL_SIZE,
     for i in range(n):
         rng = np.random.default_rng([seed, 99, i])
         traj = random_approach(rng, frames)
-        out.append([Item(_frame(s.at_resolution(*size)), reward_question(s, traj.target)) for s in traj.scenes])
+        out.append([Item(_frame(s.at_resolution(*size)), reward_question(s, traj.target), s) for s in traj.scenes])
     return out
 
 

@@ -3,9 +3,10 @@ and the training-only dense auxiliary head.
 
 The model is a plain ``Qwen2_5_VLForConditionalGeneration`` (3 text layers of width 192, 3 vision layers
 of width 128). Images are resized by the processor to 168x140 px (WxH) for the 4:3 camera (10x12
-patches of 14 px, merged 2x2 into 30 image tokens; at 112x140 px, 20 tokens, objects were often smaller
-than a token's region and the model's misses were mostly the wrong object). The tokenizer is a byte-level BPE trained here on the QA
-templates, with every digit its own token so numbers are spelled digit by digit.
+patches of 14 px, merged 2x2 into 30 image tokens; at 140x112 px, 20 tokens, objects were often
+smaller than a token's region and the model's misses were mostly the wrong object). The tokenizer is a
+byte-level BPE trained here on the QA templates, with every digit its own token so numbers are spelled
+digit by digit.
 
 The auxiliary head reads the merged vision tokens (one per 28x28 px region of the model's input) and
 predicts what the renderer knows about each region: which objects and whether the gripper cover it,
