@@ -158,13 +158,6 @@ def run_bare(model_config: Any, query: Any, frames_rgb: list[np.ndarray], warmup
 
 # ---------------------------------------------------------------------------------------------- (b) client
 @dataclass
-class Answer:
-    info: dict[str, Any]
-    recv_mono: float
-    recv_ros_ns: int
-
-
-@dataclass
 class Diag:
     values: dict[str, str]
     recv_mono: float
@@ -172,81 +165,43 @@ class Diag:
 
 @dataclass
 class Client:
-    """The bench's ROS side: a camera publisher, a reward_info and a /diagnostics listener, spun on a thread."""
+    """The bench's ROS side: spatialvlm_ros.client.RewardClient (publishes the frames, keeps each frame's
+    reward_info by stamp) plus a /diagnostics listener on its node, and a watch on the node process."""
 
-    node: Any
+    rc: Any  # RewardClient
     proc: subprocess.Popen
     log_path: Path
-    image_pub: Any = None
-    info_sub: Any = None
     cond: threading.Condition = field(default_factory=threading.Condition)
-    answers: dict[int, Answer] = field(default_factory=dict)  # source stamp (ns) -> answer
-    unmatched: int = 0
+    answers: dict[int, Any] = field(default_factory=dict)  # source stamp (ns) -> RewardResult
     sent_mono: dict[int, float] = field(default_factory=dict)  # source stamp (ns) -> publish time
-    last_answer_mono: float = 0.0
     diag: Diag | None = None
-    _last_stamp_ns: int = 0
-    _executor: Any = None
-    _thread: threading.Thread | None = None
 
-    def setup(self, reliable: bool) -> None:
+    def setup(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
-        from std_msgs.msg import String
 
-        # Like a camera driver: keep-last 5, best-effort unless asked otherwise.
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable
-                         else ReliabilityPolicy.BEST_EFFORT)
-        self.image_pub = self.node.create_publisher(Image, "image", qos)
-        self.info_sub = self.node.create_subscription(String, "reward_info", self._on_info, 200)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self._executor = SingleThreadedExecutor()
-        self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, name="bench-spin", daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        with contextlib.suppress(Exception):  # ends with rclpy.shutdown()
-            self._executor.spin()
+        self.rc.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(timeout_sec=1.0)
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        self.rc.close()
 
-    # -------------------------------------------------------------- callbacks (spin thread)
-    def _on_info(self, msg: Any) -> None:
-        recv_mono = time.monotonic()
-        recv_ros_ns = self.node.get_clock().now().nanoseconds
-        info = json.loads(msg.data)
-        key = int(info["stamp"]["sec"]) * 1_000_000_000 + int(info["stamp"]["nanosec"])
-        with self.cond:
-            if key in self.sent_mono:
-                self.answers[key] = Answer(info, recv_mono, recv_ros_ns)
-            else:
-                self.unmatched += 1
-            self.last_answer_mono = recv_mono
-            self.cond.notify_all()
-
-    def _on_diag(self, msg: Any) -> None:
+    def _on_diag(self, msg: Any) -> None:  # the client's spin thread
         for status in msg.status:
             if NODE_STATUS_NAME in status.name:
                 with self.cond:
                     self.diag = Diag({kv.key: kv.value for kv in status.values}, time.monotonic())
                     self.cond.notify_all()
 
-    # -------------------------------------------------------------- main thread
+    def _alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchError(f"reward_node exited with status {self.proc.returncode}; its log:\n"
+                             f"{log_tail(self.log_path)}")
+
     def wait(self, predicate, timeout_s: float) -> bool:
         """Wait for ``predicate()`` (called under the lock); fails fast if the node process died."""
         deadline = time.monotonic() + timeout_s
         with self.cond:
             while not predicate():
-                if self.proc.poll() is not None:
-                    raise BenchError(f"reward_node exited with status {self.proc.returncode}; its log:\n"
-                                     f"{log_tail(self.log_path)}")
+                self._alive()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -254,20 +209,29 @@ class Client:
         return True
 
     def publish(self, msg: Any) -> int:
-        """Stamp ``msg`` now (unique, increasing), publish it, return the stamp in ns."""
-        stamp_ns = max(self.node.get_clock().now().nanoseconds, self._last_stamp_ns + 1)
-        self._last_stamp_ns = stamp_ns
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-        with self.cond:
-            self.sent_mono[stamp_ns] = time.monotonic()
-        self.image_pub.publish(msg)
-        return stamp_ns
+        """Publish ``msg`` with a fresh stamp (unique, increasing); returns the stamp in ns."""
+        key = self.rc.publish_image(msg)
+        self.sent_mono[key] = time.monotonic()
+        return key
 
-    def answered(self, key: int) -> bool:
-        return key in self.answers
+    def answer(self, key: int, timeout_s: float) -> Any:
+        """The frame's RewardResult (status "timeout" when none came); fails fast if the node died."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self.rc.get_reward(key, timeout_s=max(0.0, min(0.2, deadline - time.monotonic())))
+            if result.status != "timeout":
+                self.answers[key] = result
+                return result
+            self._alive()
+            if time.monotonic() >= deadline:
+                return result
+
+    def measured(self, key: int, timeout_s: float) -> bool:
+        """True when the model measured this frame (not dropped for a newer one, not lost)."""
+        return self.answer(key, timeout_s).status not in ("timeout", "dropped", "refused")
 
     def matched(self) -> bool:
-        return self.image_pub.get_subscription_count() > 0 and self.info_sub.get_publisher_count() > 0
+        return self.rc.wait_for_node(0.0)
 
     def fresh_diag(self, after_mono: float, processed: int, timeout_s: float = 3.0) -> Diag | None:
         """The first /diagnostics status received after ``after_mono`` that has counted ``processed`` frames."""
@@ -392,9 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         node_rc = stop_node(held.proc)
         if held.client is not None:
-            held.client.close()
             with contextlib.suppress(Exception):
-                held.client.node.destroy_node()
+                held.client.close()
         rclpy = sys.modules.get("rclpy")
         if rclpy is not None and rclpy.ok():
             rclpy.shutdown()
@@ -443,8 +406,16 @@ def run(args: argparse.Namespace, work: Path, local_model: bool, held: Held) -> 
     t_start = time.monotonic()
     held.proc = proc = start_node(model, log_path, args.param)
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    held.client = client = Client(rclpy.create_node("reward_pipeline_bench"), proc, log_path)
-    client.setup(args.reliable)
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from spatialvlm_ros.client import RewardClient
+
+    # Like a camera driver: keep-last 5, best-effort unless asked otherwise.
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if args.reliable
+                     else ReliabilityPolicy.BEST_EFFORT)
+    held.client = client = Client(RewardClient(node_name="reward_pipeline_bench", image_qos=qos,
+                                               cache_size=4 * n + 100), proc, log_path)
+    client.setup()
     msgs = build_messages(frames_rgb)
 
     if not client.wait(client.matched, args.startup_timeout):
@@ -458,33 +429,31 @@ def run(args: argparse.Namespace, work: Path, local_model: bool, held: Held) -> 
     deadline = time.monotonic() + args.answer_timeout
     while True:
         warm_keys.append(client.publish(msgs[0]))
-        if client.wait(lambda: any(k in client.answers for k in warm_keys), 1.0):
+        if client.answer(warm_keys[-1], 1.0).status != "timeout":
             break
         if time.monotonic() > deadline:
             raise BenchError(f"no reward_info for {len(warm_keys)} frames in {args.answer_timeout:.0f} s; "
                              f"node log:\n{log_tail(log_path)}")
-    client.wait(lambda: warm_keys[-1] in client.answers, args.answer_timeout)
     first_answer_s = time.monotonic() - t_start
     for i in range(args.warmup - 1):
-        key = client.publish(msgs[i % n])
-        client.wait(lambda key=key: key in client.answers, args.answer_timeout)
+        client.answer(client.publish(msgs[i % n]), args.answer_timeout)
 
     # ------------------------------------------------------------------ (b1) paced
     b1_keys, b1_lost = [], 0
     start = time.monotonic()
     for msg in msgs:
         key = client.publish(msg)
-        if client.wait(lambda key=key: key in client.answers, args.answer_timeout):
+        if client.measured(key, args.answer_timeout):
             b1_keys.append(key)
         else:
             b1_lost += 1
     b1_wall = time.monotonic() - start
     b1 = [client.answers[k] for k in b1_keys]
-    b1_rtt = [(a.recv_mono - client.sent_mono[k]) * 1e3 for k, a in zip(b1_keys, b1, strict=True)]
+    b1_rtt = [(a.received_monotonic_s - client.sent_mono[k]) * 1e3 for k, a in zip(b1_keys, b1, strict=True)]
     b1_node = [float(a.info["latency_ms"]) for a in b1]
     b1_transport = [r - m for r, m in zip(b1_rtt, b1_node, strict=True)]
     dropped_before = max(int(a.info["frames_dropped"]) for a in client.answers.values())
-    processed_before = len(client.answers)
+    processed_before = sum(a.status not in ("dropped", "refused") for a in client.answers.values())
     diag_before = client.fresh_diag(time.monotonic(), processed_before)
 
     # ------------------------------------------------------------------ (b2) camera faster than the model
@@ -501,20 +470,23 @@ def run(args: argparse.Namespace, work: Path, local_model: bool, held: Held) -> 
         next_t += period_s
     publish_s = time.monotonic() - start
     b2_rate = (n - 1) / (client.sent_mono[b2_sent[-1]] - client.sent_mono[b2_sent[0]])
-    # Done when the newest frame is answered (it is never replaced) or, if it was lost on the way,
-    # when no answer came for a while.
+    # Every frame that reached the node is answered (measured or dropped), in order: wait for the newest;
+    # if it was lost on the way, for the others, briefly.
     quiet_s = max(3.0, 5 * pct(b1_rtt, 95) / 1e3)
-    last_key = b2_sent[-1]
-    while not client.wait(lambda: last_key in client.answers, 0.2):
-        if time.monotonic() - max(client.last_answer_mono, start + publish_s) > quiet_s:
-            break
-    b2_keys = [k for k in b2_sent if k in client.answers]
+    client.answer(b2_sent[-1], quiet_s + args.answer_timeout)
+    for key in b2_sent:
+        client.answer(key, 0.2)
+    b2_keys = [k for k in b2_sent if k in client.answers and client.answers[k].status not in ("dropped", "refused")]
     b2 = [client.answers[k] for k in b2_keys]
-    b2_end = max((a.recv_mono for a in b2), default=time.monotonic())
-    b2_ages = [(a.recv_ros_ns - k) / 1e6 for k, a in zip(b2_keys, b2, strict=True)]
+    b2_dropped_answers = sum(1 for k in b2_sent if k in client.answers and client.answers[k].status == "dropped")
+    b2_end = max((a.received_monotonic_s for a in b2), default=time.monotonic())
+    b2_ages = [(a.received_ros_ns - k) / 1e6 for k, a in zip(b2_keys, b2, strict=True)]
     b2_node = [float(a.info["latency_ms"]) for a in b2]
     b2_dropped_node = (max(int(a.info["frames_dropped"]) for a in b2) - dropped_before) if b2 else None
     diag_after = client.fresh_diag(b2_end, processed_before + len(b2))
+    if b2_dropped_node is not None and b2_dropped_node != b2_dropped_answers:
+        print(f"note: frames_dropped grew by {b2_dropped_node} but {b2_dropped_answers} frames were answered "
+              "as dropped", flush=True)
     received_b2 = None
     if diag_before is not None and diag_after is not None:
         received_b2 = int(diag_after.values["frames_received"]) - int(diag_before.values["frames_received"])
@@ -569,9 +541,8 @@ def run(args: argparse.Namespace, work: Path, local_model: bool, held: Held) -> 
     with_distance_b = sum(a.info["distance_m"] is not None for a in b1 + b2)
     print(f"answers carrying a distance: (a) {bare.with_distance}/{n}, (b) {with_distance_b}/{len(b1) + len(b2)}"
           + ("  (shipped tiny spatial model)" if args.model is None else ""))
-    if b1_lost or client.unmatched:
-        print(f"note: (b1) {b1_lost} frames unanswered within {args.answer_timeout:g} s; "
-              f"{client.unmatched} reward_info with an unknown stamp")
+    if b1_lost:
+        print(f"note: (b1) {b1_lost} frames unanswered within {args.answer_timeout:g} s")
 
     figures = {
         "frames": n, "model": model, "camera_hz": args.camera_hz, "reliable_camera": args.reliable,

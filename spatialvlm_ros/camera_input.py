@@ -14,6 +14,7 @@ from typing import Any
 
 from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from spatialvlm_ros.node_support import CAMERA_QOS
@@ -54,6 +55,7 @@ class CameraInput:
         on_frame: Callable[[CameraFrame], None],
         on_bad: Callable[[Any, str], None],
         callback_group: CallbackGroup | None = None,
+        image_queue_depth: int = 1,
     ) -> None:
         self._on_frame = on_frame
         self._on_bad = on_bad
@@ -62,11 +64,16 @@ class CameraInput:
         self._depth: Image | None = None
         self.received = 0
         self.bad = 0
+        # Depth 1 for a camera (only the newest frame is used); deeper for frame_policy every, so that a
+        # burst of simulator frames waits in DDS for the callback instead of being overwritten there.
+        image_qos = CAMERA_QOS if image_queue_depth == 1 else QoSProfile(
+            depth=image_queue_depth, reliability=CAMERA_QOS.reliability,
+            durability=CAMERA_QOS.durability, history=CAMERA_QOS.history)
         if transport == "compressed":
             node.create_subscription(CompressedImage, "image/compressed", self._on_compressed,
-                                     CAMERA_QOS, callback_group=callback_group)
+                                     image_qos, callback_group=callback_group)
         else:
-            node.create_subscription(Image, "image", self._on_image, CAMERA_QOS,
+            node.create_subscription(Image, "image", self._on_image, image_qos,
                                      callback_group=callback_group)
         node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, CAMERA_QOS,
                                  callback_group=callback_group)

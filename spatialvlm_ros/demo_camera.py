@@ -2,10 +2,10 @@
 
 It renders the package's synthetic tabletop scene (``spatial.synth``: the gripper approaching the orange
 cylinder among other cubes and cylinders, the scenes the shipped tiny model was trained on), publishes
-``image`` (rgb8), ``depth`` (16UC1) and ``camera_info`` at a fixed rate, listens to ``reward_info``, and
-prints one line per answer next to the true distance of the frame it refers to. The summary line ends
-with the Spearman correlation of the published distances with the true ones (when there are at least
-3). The reward node's ``target_object`` should be ``the orange cylinder``
+``image`` (rgb8), ``depth`` (16UC1) and ``camera_info`` at a fixed rate, gets each frame's ``reward_info``
+through ``spatialvlm_ros.client.RewardClient``, and prints one line per frame next to its true distance
+(frames the node dropped for a newer one say so). The summary line gives the Spearman correlation of the
+published distances with the true ones (when there are at least 3). The reward node's ``target_object`` should be ``the orange cylinder``
 (``ApproachScene.target_description``).
 With ``--ask "Can a 0.6 m wide robot pass between ... and ...?"`` it then puts that question to the
 affordance node (``affordance/query``, JSON with an id) and prints the answer with the same id.
@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections import deque
 
 import rclpy
 from rclpy.node import Node
@@ -26,54 +27,74 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
-from spatialvlm_ros.spatial.imaging import metres_to_depth_fields, rgb_to_image_fields
+from spatialvlm_ros.client import RewardClient, RewardResult
+from spatialvlm_ros.spatial.imaging import metres_to_depth_fields
 from spatialvlm_ros.spatial.metrics import spearman
 from spatialvlm_ros.spatial.synthetic_scene import ApproachScene
 
 
 class DemoCamera(Node):
+    """Publishes depth and camera_info itself; the colour image goes out through a RewardClient with the
+    same stamp, and the client hands back each frame's reward_info (no stamp matching here)."""
+
     def __init__(self, rate_hz: float, frames: int, reliable: bool) -> None:
         super().__init__("spatialvlm_demo_camera")
         self.scene = ApproachScene(frames=frames)
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable
                          else ReliabilityPolicy.BEST_EFFORT)
-        self.image_pub = self.create_publisher(Image, "image", qos)
+        self.client = RewardClient(node_name="spatialvlm_demo_camera_rewards", image_qos=qos)
         self.depth_pub = self.create_publisher(Image, "depth", qos)
         self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
-        self.reward_info_sub = self.create_subscription(String, "reward_info", self._on_reward_info, 50)
-        self.sent: dict[tuple[int, int], tuple[int, float]] = {}  # stamp -> (index, true distance)
-        self.answers: list[dict] = []
-        self.index = 0
+        self.sent: list[tuple[int, int, float]] = []  # (stamp ns, index, true distance)
+        self.results: list[tuple[int, float, RewardResult]] = []  # (index, true distance, answer)
         self.frames = frames
-        self.last_answer_time = time.monotonic()
         self.period_s = 1.0 / rate_hz
 
-    def play(self) -> None:
-        """Start publishing (the timer is made here so no frame goes out before the node listens)."""
-        self.create_timer(self.period_s, self._tick)
-
-    def _tick(self) -> None:
-        if self.index >= self.frames:
-            return
-        self._publish(self.index)
-        self.index += 1
-
-    def _publish(self, index: int) -> None:
+    def _publish(self, index: int) -> int:
         frame = self.scene.render(index)
         stamp = self.get_clock().now().to_msg()
-        header_kwargs = {"stamp": stamp, "frame_id": "demo_camera_optical"}
-        image = Image(**rgb_to_image_fields(frame.rgb, "rgb8"))
         depth = Image(**metres_to_depth_fields(frame.depth_m, "16UC1"))
         k = self.scene.intrinsics
         info = CameraInfo(width=k.width, height=k.height, distortion_model="plumb_bob",
                           d=[0.0] * 5, k=self.scene.camera.k_matrix(), p=self.scene.camera.p_matrix())
-        for msg in (image, depth, info):
-            msg.header.stamp = header_kwargs["stamp"]
-            msg.header.frame_id = header_kwargs["frame_id"]
-        self.sent[(stamp.sec, stamp.nanosec)] = (index, frame.true_distance_m)
+        for msg in (depth, info):
+            msg.header.stamp = stamp
+            msg.header.frame_id = "demo_camera_optical"
         self.depth_pub.publish(depth)
         self.info_pub.publish(info)
-        self.image_pub.publish(image)
+        key = self.client.publish_image(frame.rgb, frame_id="demo_camera_optical", stamp=stamp)
+        self.sent.append((key, index, frame.true_distance_m))
+        return key
+
+    def play(self, wait_s: float) -> None:
+        """Publish the approach at the camera rate, printing answers as they come, then wait for the rest."""
+        pending: deque[tuple[int, int, float]] = deque()
+        next_t = time.monotonic()
+        for index in range(self.frames):
+            time.sleep(max(0.0, next_t - time.monotonic()))
+            next_t += self.period_s
+            self._publish(index)
+            pending.append(self.sent[-1])
+            while pending and (result := self.client.get_reward(pending[0][0], timeout_s=0)).status != "timeout":
+                self._report(*pending.popleft()[1:], result)
+        if pending:
+            # The node answers frames in the order they came: once the last one is answered, a frame still
+            # missing never reached it (a best-effort link) and will not be answered.
+            self.client.get_reward(pending[-1][0], timeout_s=wait_s)
+        while pending:
+            key, index, truth = pending.popleft()
+            self._report(index, truth, self.client.get_reward(key, timeout_s=0.5))
+
+    def _report(self, index: int, truth: float, result: RewardResult) -> None:
+        self.results.append((index, truth, result))
+        if result.ok:
+            info = result.info
+            print(f"frame {index:>3}  true {truth:.2f} m  -> distance {info['distance_m']:.2f} m  "
+                  f"reward {info['reward']:+.3f}  (answer {info['raw_answers'][:1]!r}, "
+                  f"{info['latency_ms']:.0f} ms)", flush=True)
+        else:
+            print(f"frame {index:>3}  true {truth:.2f} m  -> no reward ({result.status}): {result.reason}",
+                  flush=True)
 
     def ask(self, question: str, wait_s: float) -> dict | None:
         """Put ``question`` to the affordance node; its answer (same id), or None after ``wait_s``.
@@ -116,22 +137,9 @@ class DemoCamera(Node):
                     return answer
         return None
 
-    def reward_info_matched(self) -> int:
-        return self.reward_info_sub.get_publisher_count()
-
-    def _on_reward_info(self, msg: String) -> None:
-        info = json.loads(msg.data)
-        key = (info["stamp"]["sec"], info["stamp"]["nanosec"])
-        index, truth = self.sent.get(key, (None, None))
-        info["_frame_index"], info["_true_distance_m"] = index, truth
-        self.answers.append(info)
-        self.last_answer_time = time.monotonic()
-        if info["distance_m"] is None:
-            print(f"frame {index!s:>3}  true {truth:.2f} m  -> no reward: {info['error']}", flush=True)
-        else:
-            print(f"frame {index!s:>3}  true {truth:.2f} m  -> distance {info['distance_m']:.2f} m  "
-                  f"reward {info['reward']:+.3f}  (answer {info['raw_answers'][:1]!r}, "
-                  f"{info['latency_ms']:.0f} ms)", flush=True)
+    def close(self) -> None:
+        self.client.close()
+        self.destroy_node()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,38 +160,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Play only once the reward node is up and matched: frames sent before then are lost.
         give_up = time.monotonic() + args.startup_timeout_s
-        while rclpy.ok() and (node.count_publishers("reward_info") == 0
-                              or node.count_subscribers("image") == 0
-                              or node.reward_info_matched() == 0):
-            rclpy.spin_once(node, timeout_sec=0.1)
-            if time.monotonic() > give_up:
-                print(f"no reward node subscribed to 'image' and publishing 'reward_info' within "
-                      f"{args.startup_timeout_s:.0f} s: is reward_node running in this ROS_DOMAIN_ID "
-                      "(and did its model load)?", flush=True)
-                node.destroy_node()
-                rclpy.try_shutdown()
-                return 1
-        node.play()
-        deadline = None
-        while rclpy.ok():
-            rclpy.spin_once(node, timeout_sec=0.05)
-            if node.index >= node.frames and deadline is None:
-                deadline = time.monotonic() + args.wait_s
-            matched = sum(1 for a in node.answers if a["_frame_index"] is not None)
-            if deadline is not None and (time.monotonic() > deadline or matched >= node.frames):
-                break
-            if deadline is not None and node.answers and time.monotonic() - node.last_answer_time > 5:
-                break  # no answer for 5 s after the last frame: the node has caught up
+        if not node.client.wait_for_node(args.startup_timeout_s):
+            print(f"no reward node subscribed to 'image' and publishing 'reward_info' within "
+                  f"{args.startup_timeout_s:.0f} s: is reward_node running in this ROS_DOMAIN_ID "
+                  "(and did its model load)?", flush=True)
+            node.close()
+            rclpy.try_shutdown()
+            return 1
+        while node.count_subscribers("depth") == 0 and time.monotonic() < give_up:
+            time.sleep(0.05)  # the node's depth subscription matches in the same discovery round
+        node.play(args.wait_s)
     except KeyboardInterrupt:
         pass
-    answered = [a for a in node.answers if a["_frame_index"] is not None]
-    rewarded = [a for a in answered if a["distance_m"] is not None]
+    answered = [(i, t, r) for i, t, r in node.results if r.status != "timeout"]
+    measured = [(i, t, r) for i, t, r in answered if r.status not in ("dropped", "refused")]
+    rewarded = [(i, t, r) for i, t, r in measured if r.ok]
     correlation = ""
     if len(rewarded) >= 3:
-        rho = spearman([a["distance_m"] for a in rewarded], [a["_true_distance_m"] for a in rewarded])
+        rho = spearman([r.distance_m for _, _, r in rewarded], [t for _, t, _ in rewarded])
         correlation = f", Spearman {rho:.3f} between published and true distances"
-    print(f"summary: sent {node.index} frames, {len(answered)} answers matched a sent frame by stamp, "
-          f"{len(rewarded)} carried a distance{correlation}", flush=True)
+    print(f"summary: sent {len(node.sent)} frames, {len(measured)} measured by the model, "
+          f"{len(rewarded)} carried a distance{correlation}; {len(answered) - len(measured)} dropped for a "
+          f"newer frame, {len(node.results) - len(answered)} unanswered (lost on the way)", flush=True)
     asked_ok = True
     if args.ask and rclpy.ok():
         try:
@@ -197,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"answer: {reply['answer']}  (gap_width_m={reply['gap_width_m']}, "
                   f"clearance_m={reply['clearance_m']}, fits={reply['fits']}, "
                   f"latency {reply['latency_ms']:.0f} ms)", flush=True)
-    node.destroy_node()
+    node.close()
     if rclpy.ok():
         rclpy.shutdown()
-    return 0 if answered and asked_ok else 1
+    return 0 if measured and asked_ok else 1
 
 
 if __name__ == "__main__":

@@ -294,6 +294,20 @@ REWARD_PARAMS = ParamSet(
             "Median of the last N distances drives the reward (1: no smoothing). Cleared by reset.",
             min_value=1, max_value=100,
         ),
+        ParamSpec(
+            "frame_policy", "newest",
+            "newest: a frame that arrives while the model is busy replaces the waiting one (a real "
+            "camera: the reward stays recent). every: frames wait in a FIFO of frame_queue_size and "
+            "each is answered in order (a simulator that waits for its reward). Either way every "
+            "frame gets one reward_info; a replaced or refused one says so.",
+            choices=("newest", "every"), read_only=True,
+        ),
+        ParamSpec(
+            "frame_queue_size", 32,
+            "frame_policy every: frames that may wait for the model; one more is refused (its "
+            "reward_info says so) and counted in frames_dropped.",
+            unit="frames", min_value=1, max_value=10000, read_only=True,
+        ),
         cross_check_param("reward_info (cross_check)"),
         *IMAGE_PARAMS,
         *DIAGNOSTICS_PARAMS,

@@ -1,11 +1,14 @@
 """reward_node (``spatialvlm_reward``): the gripper-to-target distance on every camera frame, as an RL reward.
 
-Thin by design: camera input -> newest-frame slot -> worker thread asks the estimator -> reward shaping
-(core) -> publish with the source image's stamp. The executor thread never runs the model.
+Thin by design: camera input -> newest-frame slot or bounded FIFO (``frame_policy``) -> worker thread asks
+the estimator -> reward shaping (core) -> publish with the source image's stamp. The executor thread never
+runs the model. Every frame that arrives gets exactly one ``reward_info``: answered, skipped, replaced,
+refused or failed, with ``status`` and ``error`` saying which.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -13,6 +16,7 @@ from collections import deque
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import Float32, String
@@ -31,7 +35,8 @@ from spatialvlm_ros.node_support import (
 from spatialvlm_ros.params import REWARD_PARAMS
 from spatialvlm_ros.spatial.cross_check import cross_check_report
 from spatialvlm_ros.spatial.estimator import Estimator
-from spatialvlm_ros.spatial.latest import LatestSlot, Worker
+from spatialvlm_ros.spatial.fifo import make_handoff
+from spatialvlm_ros.spatial.latest import Worker
 from spatialvlm_ros.spatial.questions import distance_query
 from spatialvlm_ros.spatial.reward import RewardConfig, RewardShaper
 
@@ -39,7 +44,8 @@ NODE_NAME = "spatialvlm_reward"
 
 
 class RewardNode(Node):
-    """Publishes ``reward`` and ``reward_info`` for each frame the estimator could measure."""
+    """Publishes ``reward`` and ``reward_stamped`` for each frame the estimator could measure, and one
+    ``reward_info`` for every frame it received."""
 
     def __init__(self, estimator: Estimator | None = None, cross_check_estimator: Estimator | None = None,
                  **node_kwargs: Any) -> None:
@@ -62,14 +68,19 @@ class RewardNode(Node):
         self._processed = 0
 
         self.reward_pub = self.create_publisher(Float32, "reward", 10)
-        self.info_pub = self.create_publisher(String, "reward_info", 10)
+        # The same reward with the source image's header, for plotting and recording tools (README).
+        self.reward_stamped_pub = self.create_publisher(PointStamped, "reward_stamped", 10)
+        # Reliable, deep enough for a burst of replaced/refused frames' answers.
+        self.info_pub = self.create_publisher(String, "reward_info", 100)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Services get their own group so a burst of frames never delays a reset.
         self.create_service(Trigger, "reset", self._on_reset,
                             callback_group=MutuallyExclusiveCallbackGroup())
-        self._slot: LatestSlot[CameraFrame] = LatestSlot()
-        self.camera = CameraInput(self, self.params["image_transport"], self._slot.put, self._on_bad_frame,
-                                  callback_group=MutuallyExclusiveCallbackGroup())
+        self._slot = make_handoff(self.params["frame_policy"], self.params["frame_queue_size"])
+        every = self.params["frame_policy"] == "every"
+        self.camera = CameraInput(self, self.params["image_transport"], self._on_frame, self._on_bad_frame,
+                                  callback_group=MutuallyExclusiveCallbackGroup(),
+                                  image_queue_depth=self.params["frame_queue_size"] if every else 1)
         self._worker = Worker(self._slot, self._process, self._on_worker_error, name="reward-worker")
         self._worker.start()
         self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
@@ -124,18 +135,36 @@ class RewardNode(Node):
             "latency_ms": None,
             "frames_dropped": self._slot.dropped,
             "episode": self._episode,
+            "status": "rewarded",
             "error": None,
             **fields,
         }
 
+    def _on_frame(self, item: CameraFrame) -> None:
+        displaced = self._slot.put(item)
+        if displaced is None:
+            return
+        if displaced is item:
+            reason = (f"refused: {self._slot.capacity} frames already wait for the model "
+                      "(frame_policy every, frame_queue_size)")
+            status = "refused"
+        else:
+            reason = "dropped: a newer frame arrived before the model was free (frame_policy newest)"
+            status = "dropped"
+        self._throttle.warn(status, f"frame not measured: {reason}")
+        self.info_pub.publish(String(data=to_json(self._info(displaced.header, status=status, error=reason))))
+
     def _on_bad_frame(self, header: Any, reason: str) -> None:
         self._last_error = reason
         self._throttle.warn("bad_frame", f"frame skipped: {reason}")
-        self.info_pub.publish(String(data=to_json(self._info(header, error=reason))))
+        self.info_pub.publish(String(data=to_json(self._info(header, status="bad_frame", error=reason))))
 
-    def _on_worker_error(self, exc: BaseException) -> None:
-        self._last_error = f"{type(exc).__name__}: {exc}"
-        self._throttle.warn("worker", f"frame skipped, estimator raised: {self._last_error}")
+    def _on_worker_error(self, item: CameraFrame, exc: BaseException) -> None:
+        self._last_error = f"the estimator raised {type(exc).__name__}: {exc}"
+        self._throttle.warn("worker", f"frame skipped: {self._last_error}")
+        latency_ms = (time.monotonic() - item.received_monotonic_s) * 1e3
+        self.info_pub.publish(String(data=to_json(self._info(
+            item.header, status="estimator_error", error=self._last_error, latency_ms=round(latency_ms, 2)))))
 
     def _process(self, item: CameraFrame) -> None:
         with self._state_lock:
@@ -157,8 +186,10 @@ class RewardNode(Node):
         if cross is not None:
             info["cross_check"] = cross
         if stale:
+            info["status"] = "target_changed"
             info["error"] = "target_object changed while this frame was measured; not rewarded"
         elif step is None:
+            info["status"] = "no_distance"
             info["error"] = estimate.reason
             self._last_error = estimate.reason
             self._throttle.warn("no_distance", f"no reward for this frame: {estimate.reason}")
@@ -168,6 +199,10 @@ class RewardNode(Node):
             if item.depth_error:
                 info["warning"] = item.depth_error
             self.reward_pub.publish(Float32(data=float(step.reward)))
+            stamped = PointStamped(header=item.header)
+            stamped.point.x, stamped.point.y, stamped.point.z = (
+                float(step.reward), float(step.distance_m), float(step.raw_distance_m))
+            self.reward_stamped_pub.publish(stamped)
             self._published_times.append(time.monotonic())
         self.info_pub.publish(String(data=to_json(info)))
 
@@ -207,6 +242,11 @@ class RewardNode(Node):
     def close(self) -> None:
         """Stop the worker and free the model (called by main on the way out)."""
         self._worker.stop()
+        # Frames that were still waiting will never be measured: say so while the context still allows.
+        for item in self._slot.drain():
+            with contextlib.suppress(Exception):  # the context may already be shut down (Ctrl-C)
+                self.info_pub.publish(String(data=to_json(self._info(
+                    item.header, status="not_measured", error="the node stopped before this frame was measured"))))
         self.estimator.close()
         if self.cross_estimator is not None:
             self.cross_estimator.close()

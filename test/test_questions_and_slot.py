@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from spatialvlm_ros.spatial.estimator import SpatialQuery
+from spatialvlm_ros.spatial.fifo import FrameFifo, make_handoff
 from spatialvlm_ros.spatial.latest import LatestSlot, Worker
 from spatialvlm_ros.spatial.questions import (
     DEFAULT_DISTANCE_TEMPLATE,
@@ -129,13 +130,77 @@ def test_close_wakes_a_blocked_take():
     assert time.monotonic() - start < 1.0
 
 
+def test_put_returns_the_item_it_replaced_and_drain_empties():
+    slot: LatestSlot[int] = LatestSlot()
+    assert slot.put(1) is None
+    assert slot.put(2) == 1  # 1 will never be handled: the caller answers for it
+    assert slot.drain() == [2] and slot.drain() == [] and slot.peek() is None
+
+
+# ------------------------------------------------------------------ FrameFifo (frame_policy every)
+
+
+def test_fifo_keeps_every_item_in_order_and_refuses_beyond_capacity():
+    fifo: FrameFifo[int] = FrameFifo(3)
+    assert [fifo.put(i) for i in range(1, 4)] == [None, None, None]
+    assert fifo.put(4) == 4 and fifo.put(5) == 5  # refused: handed back, counted, not queued
+    assert (fifo.dropped, fifo.accepted, len(fifo)) == (2, 3, 3)
+    assert [fifo.take(timeout=0) for _ in range(3)] == [1, 2, 3]
+    assert fifo.take(timeout=0.05) is None
+    assert fifo.put(6) is None  # room again
+    assert fifo.drain() == [6] and len(fifo) == 0
+
+
+def test_fifo_close_wakes_a_blocked_take_and_bad_capacity_is_refused():
+    fifo: FrameFifo[int] = FrameFifo(1)
+    got: list[int | None] = []
+    taker = threading.Thread(target=lambda: got.append(fifo.take(timeout=5)))
+    taker.start()
+    time.sleep(0.05)
+    fifo.close()
+    taker.join(2)
+    assert not taker.is_alive() and got == [None] and fifo.closed
+    with pytest.raises(ValueError, match="at least 1"):
+        FrameFifo(0)
+
+
+def test_make_handoff_by_frame_policy():
+    assert isinstance(make_handoff("newest", 5), LatestSlot)
+    fifo = make_handoff("every", 5)
+    assert isinstance(fifo, FrameFifo) and fifo.capacity == 5
+    with pytest.raises(ValueError, match="accepted: newest, every"):
+        make_handoff("oldest", 5)
+
+
+def test_worker_on_a_fifo_handles_every_item_in_order():
+    fifo: FrameFifo[int] = FrameFifo(100)
+    handled: list[int] = []
+    done = threading.Event()
+
+    def handle(item: int) -> None:
+        time.sleep(0.002)  # slower than the producer: items wait, none is replaced
+        handled.append(item)
+        if item == 49:
+            done.set()
+
+    worker = Worker(fifo, handle, lambda item, exc: None)
+    worker.start()
+    try:
+        for i in range(50):
+            assert fifo.put(i) is None
+        assert done.wait(5)
+    finally:
+        worker.stop()
+    assert handled == list(range(50)) and fifo.dropped == 0
+
+
 # ------------------------------------------------------------------ Worker
 
 
 def test_worker_survives_an_exception_and_reports_it():
     slot: LatestSlot[str] = LatestSlot()
     handled: list[str] = []
-    errors: list[BaseException] = []
+    errors: list[tuple[str, BaseException]] = []
     done = threading.Event()
 
     def handle(item: str) -> None:
@@ -145,7 +210,7 @@ def test_worker_survives_an_exception_and_reports_it():
         if item == "last":
             done.set()
 
-    worker = Worker(slot, handle, errors.append)
+    worker = Worker(slot, handle, lambda item, exc: errors.append((item, exc)))
     worker.start()
     try:
         slot.put("bad")
@@ -157,8 +222,9 @@ def test_worker_survives_an_exception_and_reports_it():
     finally:
         worker.stop()
     assert handled == ["last"]
-    assert len(errors) == 1 and isinstance(errors[0], ValueError)
-    assert str(errors[0]) == "undecodable frame"
+    assert len(errors) == 1 and isinstance(errors[0][1], ValueError)
+    assert errors[0][0] == "bad", "the error handler must get the item that failed, to answer for it"
+    assert str(errors[0][1]) == "undecodable frame"
     assert not worker._thread.is_alive()  # stop() ends the thread
     assert not worker.busy.is_set()
 
@@ -176,7 +242,7 @@ def test_worker_handles_the_newest_frame_after_a_slow_one():
         if item == 4:
             finished.set()
 
-    worker = Worker(slot, handle, lambda exc: None)
+    worker = Worker(slot, handle, lambda item, exc: None)
     worker.start()
     try:
         slot.put(1)

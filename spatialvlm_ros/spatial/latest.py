@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -24,13 +24,16 @@ class LatestSlot(Generic[T]):
         self.dropped = 0  # items replaced before the worker took them
         self.accepted = 0
 
-    def put(self, item: T) -> None:
+    def put(self, item: T) -> T | None:
+        """Keep ``item``; returns the item it replaced (never to be handled), or None."""
         with self._cond:
-            if self._item is not None:
+            replaced = self._item
+            if replaced is not None:
                 self.dropped += 1
             self._item = item
             self.accepted += 1
             self._cond.notify()
+            return replaced
 
     def take(self, timeout: float | None = None) -> T | None:
         """The newest item, or None on close()/timeout."""
@@ -49,20 +52,26 @@ class LatestSlot(Generic[T]):
             self._closed = True
             self._cond.notify_all()
 
+    def drain(self) -> list[T]:
+        """Remove and return what waits (after close(): the items that will never be handled)."""
+        with self._cond:
+            item, self._item = self._item, None
+            return [] if item is None else [item]
+
     @property
     def closed(self) -> bool:
         return self._closed
 
 
 class Worker(Generic[T]):
-    """A daemon thread that feeds each item taken from a LatestSlot to ``handle``.
+    """A daemon thread that feeds each item taken from a LatestSlot (or a FrameFifo) to ``handle``.
 
-    Exceptions from ``handle`` go to ``on_error`` and the loop goes on: one bad frame must not
-    stop the node.
+    Exceptions from ``handle`` go to ``on_error(item, exc)`` with the item that failed, so its caller
+    can still answer for it, and the loop goes on: one bad frame must not stop the node.
     """
 
-    def __init__(self, slot: LatestSlot[T], handle: Callable[[T], None],
-                 on_error: Callable[[BaseException], None], name: str = "spatialvlm-worker") -> None:
+    def __init__(self, slot: LatestSlot[T] | Any, handle: Callable[[T], None],
+                 on_error: Callable[[T, BaseException], None], name: str = "spatialvlm-worker") -> None:
         self._slot = slot
         self._handle = handle
         self._on_error = on_error
@@ -81,7 +90,7 @@ class Worker(Generic[T]):
             try:
                 self._handle(item)
             except Exception as exc:  # noqa: BLE001 - reported, and the worker must survive
-                self._on_error(exc)
+                self._on_error(item, exc)
             finally:
                 self.busy.clear()
 

@@ -1,8 +1,12 @@
 """Reward shaping: turn a per-frame gripper-to-target distance into an RL reward.
 
-Modes follow the usual dense-reward recipes: ``negative_distance`` (closer is better, every frame) and
-``progress`` (reward the distance closed since the previous frame; potential-based, so it does not
-change the optimal policy).
+The node's modes are the usual dense-reward recipes: ``negative_distance`` (closer is better, every frame)
+and ``progress`` (the distance closed since the previous *measured* frame). ``progress`` is a dense
+progress signal, not potential-based shaping with its policy-invariance guarantee: it is undiscounted
+(gamma 1), frames the node dropped merge several steps into one, and the median window and the success
+bonus make it depend on history. ``potential_difference`` is the discounted form, F = gamma * Phi(s') -
+Phi(s) with Phi = -scale * d, meant to be computed once per environment step by the learner's side (the
+gymnasium wrapper's ``potential`` shaping); what that guarantees is in the README.
 """
 
 from __future__ import annotations
@@ -87,3 +91,22 @@ class RewardShaper:
         if success:
             reward += cfg.success_bonus
         return RewardStep(distance_m=d, raw_distance_m=distance_m, reward=reward, success=success)
+
+
+def potential_difference(previous_m: float, distance_m: float | None, gamma: float, scale: float = 1.0,
+                         terminal: bool = False) -> float:
+    """Ng, Harada and Russell's shaping term for one step: gamma * Phi(s') - Phi(s), Phi(s) = -scale * d(s).
+
+    ``terminal``: s' ends the episode (not a time-limit truncation), so Phi(s') = 0 and the sum over an
+    episode telescopes to -Phi(s0). ``distance_m`` may be None only when ``terminal``.
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be within [0, 1], got {gamma}")
+    if not math.isfinite(previous_m) or previous_m < 0:
+        raise ValueError(f"distance must be finite and >= 0, got {previous_m}")
+    phi_next = 0.0
+    if not terminal:
+        if distance_m is None or not math.isfinite(distance_m) or distance_m < 0:
+            raise ValueError(f"distance must be finite and >= 0, got {distance_m}")
+        phi_next = -scale * distance_m
+    return gamma * phi_next - (-scale * previous_m)
