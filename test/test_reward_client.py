@@ -56,6 +56,13 @@ def node_and_client(ros, request):
     node.destroy_node()
 
 
+def occupy_model(node: RewardNode, client: RewardClient) -> int:
+    """Send the scripted slow frame and wait until the model is busy with it; its stamp."""
+    stamp = client.publish_image(frame_with(255))
+    wait_for(lambda: node._worker.busy.is_set(), what="model busy")
+    return stamp
+
+
 def test_stamp_conversions():
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
@@ -112,8 +119,7 @@ def test_a_frame_without_a_distance_says_why(node_and_client):
 
 def test_newest_policy_replaced_frames_are_answered_as_dropped(node_and_client):
     node, client, estimator = node_and_client
-    slow = client.publish_image(frame_with(255))  # occupies the model until released
-    wait_for(lambda: node._worker.busy.is_set(), what="model busy")
+    slow = occupy_model(node, client)  # until released
     later = []
     for cm in range(20, 30):
         later.append(client.publish_image(frame_with(cm)))
@@ -130,8 +136,7 @@ def test_newest_policy_replaced_frames_are_answered_as_dropped(node_and_client):
 @pytest.mark.parametrize("node_and_client", [{"frame_policy": "every", "frame_queue_size": 32}], indirect=True)
 def test_every_policy_answers_every_frame_in_order(node_and_client):
     node, client, estimator = node_and_client
-    slow = client.publish_image(frame_with(255))
-    wait_for(lambda: node._worker.busy.is_set(), what="model busy")
+    slow = occupy_model(node, client)
     stamps = [client.publish_image(frame_with(cm)) for cm in range(20, 40)]  # 20 frames while it is busy
     wait_for(lambda: len(node._slot) == 20, what="20 frames queued")
     estimator.release.set()
@@ -146,8 +151,7 @@ def test_every_policy_answers_every_frame_in_order(node_and_client):
 @pytest.mark.parametrize("node_and_client", [{"frame_policy": "every", "frame_queue_size": 3}], indirect=True)
 def test_every_policy_refuses_beyond_the_queue_and_says_so(node_and_client):
     node, client, estimator = node_and_client
-    slow = client.publish_image(frame_with(255))
-    wait_for(lambda: node._worker.busy.is_set(), what="model busy")
+    slow = occupy_model(node, client)
     stamps = []
     for n, cm in enumerate(range(20, 26), start=2):  # 3 fit in the queue, 3 are refused
         stamps.append(client.publish_image(frame_with(cm)))
@@ -216,8 +220,7 @@ def test_frames_waiting_at_close_are_answered_as_not_measured(ros):
     client = RewardClient()
     try:
         assert client.wait_for_node(10)
-        client.publish_image(frame_with(255))
-        wait_for(lambda: node._worker.busy.is_set(), what="model busy")
+        occupy_model(node, client)
         waiting = [client.publish_image(frame_with(cm)) for cm in (20, 21)]
         wait_for(lambda: len(node._slot) == 2, what="two frames queued")
         closer = threading.Thread(target=node.close)

@@ -8,30 +8,26 @@ the caller and counted), never queued without bound. ``make_handoff`` picks one 
 
 from __future__ import annotations
 
-import threading
 from collections import deque
-from typing import Generic, TypeVar
+from typing import TypeVar
 
-from spatialvlm_ros.spatial.latest import LatestSlot
+from spatialvlm_ros.spatial.latest import Handoff, LatestSlot
 
 T = TypeVar("T")
 
 FRAME_POLICIES = ("newest", "every")
 
 
-class FrameFifo(Generic[T]):
+class FrameFifo(Handoff[T]):
     """A bounded FIFO with LatestSlot's interface: put() refuses when full, take() blocks until an
     item or close()."""
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"the queue needs a capacity of at least 1, got {capacity}")
+        super().__init__()
         self.capacity = capacity
-        self._cond = threading.Condition()
-        self._items: deque[T] = deque()
-        self._closed = False
-        self.dropped = 0  # refused because the queue was full
-        self.accepted = 0
+        self._items: deque[T] = deque()  # dropped counts items refused because the queue was full
 
     def put(self, item: T) -> T | None:
         """Queue ``item``; returns it back (refused, never to be handled) when the queue is full, else None."""
@@ -59,11 +55,6 @@ class FrameFifo(Generic[T]):
         with self._cond:
             return len(self._items)
 
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
     def drain(self) -> list[T]:
         """Remove and return everything that waits, oldest first."""
         with self._cond:
@@ -71,12 +62,8 @@ class FrameFifo(Generic[T]):
             self._items.clear()
             return items
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
-
-def make_handoff(policy: str, capacity: int) -> LatestSlot | FrameFifo:
+def make_handoff(policy: str, capacity: int) -> Handoff:
     """``newest``: a LatestSlot (``capacity`` unused); ``every``: a FrameFifo of ``capacity`` frames."""
     if policy == "newest":
         return LatestSlot()

@@ -9,20 +9,43 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
-class LatestSlot(Generic[T]):
-    """A one-item mailbox: put() replaces, take() blocks until an item or close()."""
+class Handoff(Generic[T]):
+    """What the Worker needs of a hand-off: take() until close(); ``dropped`` counts items never handled."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._item: T | None = None
         self._closed = False
-        self.dropped = 0  # items replaced before the worker took them
+        self.dropped = 0
         self.accepted = 0
+
+    def put(self, item: T) -> T | None:
+        """Hand ``item`` over; returns an item that will never be handled (for its caller to answer), or None."""
+        raise NotImplementedError
+
+    def take(self, timeout: float | None = None) -> T | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class LatestSlot(Handoff[T]):
+    """A one-item mailbox: put() replaces, take() blocks until an item or close()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._item: T | None = None  # dropped counts items replaced before the worker took them
 
     def put(self, item: T) -> T | None:
         """Keep ``item``; returns the item it replaced (never to be handled), or None."""
@@ -47,20 +70,11 @@ class LatestSlot(Generic[T]):
         with self._cond:
             return self._item
 
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
     def drain(self) -> list[T]:
         """Remove and return what waits (after close(): the items that will never be handled)."""
         with self._cond:
             item, self._item = self._item, None
             return [] if item is None else [item]
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 class Worker(Generic[T]):
@@ -70,7 +84,7 @@ class Worker(Generic[T]):
     can still answer for it, and the loop goes on: one bad frame must not stop the node.
     """
 
-    def __init__(self, slot: LatestSlot[T] | Any, handle: Callable[[T], None],
+    def __init__(self, slot: Handoff[T], handle: Callable[[T], None],
                  on_error: Callable[[T, BaseException], None], name: str = "spatialvlm-worker") -> None:
         self._slot = slot
         self._handle = handle
