@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Can the spatial reward train a policy? SAC on a synthetic reach task under three rewards.
 
-    .venv/bin/python bench/rl_reach.py [--steps 8000] [--seeds 1] [--out bench/rl_reach.png]
+    .venv/bin/python bench/rl_reach.py [--steps 3000] [--seeds 1] [--out bench/rl_reach.png]
 
 The environment (``spatialvlm_ros.rl.SyntheticReachEnv``): a gripper moved by continuous actions (a
 displacement of up to 4 cm per step, 30 steps per episode) among 3 random objects on the synthetic table;
-a random one is the target, named in words. Policy observations are low-dimensional state (gripper and
+a random one is the target, named in words; episodes start at least ``--min-start`` (0.3 m) from it. Policy observations are low-dimensional state (gripper and
 target positions); only the reward differs between the three runs, at the same step budget:
 
   oracle   -10 x the true gripper-to-target distance, from the simulator;
@@ -103,7 +103,8 @@ def train(reward: str, seed: int, args: argparse.Namespace, estimator) -> Curve:
     from spatialvlm_ros.rl.wrapper import SpatialRewardWrapper
     from spatialvlm_ros.spatial.reward import RewardConfig
 
-    env_kwargs = {"max_steps": args.episode_steps, "success_margin_m": args.success_margin}
+    env_kwargs = {"max_steps": args.episode_steps, "success_margin_m": args.success_margin,
+                  "min_start_distance_m": args.min_start}
     curve = Curve(reward, seed)
     if reward == "sparse":
         env: gym.Env = SyntheticReachEnv(reward="sparse", reward_scale=REWARD_SCALE, **env_kwargs)
@@ -169,15 +170,17 @@ def plot(curves: list[Curve], path: Path, title: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=8000, help="environment steps per run (default 8000)")
+    parser.add_argument("--steps", type=int, default=3000, help="environment steps per run (default 3000)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per reward (default 1)")
     parser.add_argument("--rewards", default=",".join(REWARDS), help="comma-separated subset of "
                         f"{', '.join(REWARDS)}")
-    parser.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations")
+    parser.add_argument("--eval-every", type=int, default=250, help="steps between evaluations (default 250)")
     parser.add_argument("--eval-episodes", type=int, default=30, help="held-out episodes per evaluation")
     parser.add_argument("--episode-steps", type=int, default=30, help="steps per episode (default 30)")
     parser.add_argument("--success-margin", type=float, default=0.02,
                         help="success radius around the resting point above the target, metres (default 0.02)")
+    parser.add_argument("--min-start", type=float, default=0.3,
+                        help="episodes start at least this far from the target, metres (default 0.3)")
     parser.add_argument("--learning-starts", type=int, default=500, help="random steps before SAC learns")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "rl_reach.png", help="learning curves PNG")
@@ -225,24 +228,25 @@ def main(argv: list[str] | None = None) -> int:
     load1 = os.getloadavg()[0]
 
     print()
-    header = (f"{'reward':<9}{'success':>9}{'final distance':>16}{'wall':>8}{'CPU':>8}{'model calls':>13}"
-              f"{'ms/call':>9}")
+    header = (f"{'reward':<9}{'success':>9}{'mean over evals':>17}{'final distance':>16}{'wall':>8}{'CPU':>8}"
+              f"{'model calls':>13}{'ms/call':>9}")
     print(header)
     print("-" * len(header))
     summary: dict[str, dict] = {}
     for reward in args.rewards:
         runs = [c for c in curves if c.reward == reward]
         rate = float(np.mean([c.success[-1] for c in runs]))
+        area = float(np.mean([np.mean(c.success) for c in runs]))  # the learning curve's area, per eval
         final = float(np.mean([c.final_distance_m[-1] for c in runs]))
         wall = float(np.mean([c.wall_s for c in runs]))
         cpu = float(np.mean([c.cpu_s for c in runs]))
         calls = sum(c.model_calls for c in runs)
         ms = 1e3 * sum(c.model_s for c in runs) / calls if calls else None
-        summary[reward] = {"success_rate": rate, "median_final_distance_m": final, "wall_s": wall, "cpu_s": cpu,
+        summary[reward] = {"success_rate": rate, "mean_success_over_evals": area, "median_final_distance_m": final, "wall_s": wall, "cpu_s": cpu,
                            "model_calls": calls, "ms_per_model_call": ms,
                            "curves": [{"seed": c.seed, "steps": c.steps, "success": c.success,
                                        "final_distance_m": c.final_distance_m} for c in runs]}
-        print(f"{reward:<9}{rate:>9.0%}{final:>14.3f} m{wall:>7.0f}s{cpu:>7.0f}s{calls or '-':>13}"
+        print(f"{reward:<9}{rate:>9.0%}{area:>17.0%}{final:>14.3f} m{wall:>7.0f}s{cpu:>7.0f}s{calls or '-':>13}"
               f"{'-' if ms is None else f'{ms:.1f}':>9}")
     print("-" * len(header))
     ok = True
