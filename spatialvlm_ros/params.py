@@ -306,7 +306,7 @@ REWARD_PARAMS = ParamSet(
             "frame_queue_size", 32,
             "frame_policy every: frames that may wait for the model; one more is refused (its "
             "reward_info says so) and counted in frames_dropped.",
-            unit="frames", min_value=1, max_value=10000, read_only=True,
+            unit="frames", min_value=1, max_value=1000, read_only=True,
         ),
         cross_check_param("reward_info (cross_check)"),
         *IMAGE_PARAMS,

@@ -145,13 +145,13 @@ class RewardNode(Node):
         if displaced is None:
             return
         if displaced is item:
-            reason = (f"refused: {self._slot.capacity} frames already wait for the model "
+            reason = (f"the queue was full: {self._slot.capacity} frames already waited for the model "
                       "(frame_policy every, frame_queue_size)")
             status = "refused"
         else:
-            reason = "dropped: a newer frame arrived before the model was free (frame_policy newest)"
+            reason = "a newer frame arrived before the model was free (frame_policy newest)"
             status = "dropped"
-        self._throttle.warn(status, f"frame not measured: {reason}")
+        self._throttle.warn(status, f"frame {status}, not measured: {reason}")
         self.info_pub.publish(String(data=to_json(self._info(displaced.header, status=status, error=reason))))
 
     def _on_bad_frame(self, header: Any, reason: str) -> None:
