@@ -108,14 +108,16 @@ def test_wrapper_in_process_rewards_the_model_reading_of_each_frame(shipped):
 
 
 def test_wrapper_potential_shaping_per_step(shipped):
+    """gamma * Phi(s') - Phi(s) on each step's own reading, even with a smoothing window configured (the
+    potential must be a function of the frame alone)."""
     env = SpatialRewardWrapper(SyntheticReachEnv(max_steps=5), estimator=shipped, shaping="potential",
-                               gamma=0.9)
+                               gamma=0.9, reward_config=RewardConfig(scale=2.0, smoothing_window=3))
     _, info = env.reset(seed=8)
-    previous = info["spatial"]["distance_m"]
-    for action in ACTIONS[:3]:
+    previous = info["spatial"]["raw_distance_m"]
+    for action in ACTIONS[:4]:
         _, reward, _, _, info = env.step(action)
-        d = info["spatial"]["distance_m"]
-        assert reward == pytest.approx(0.9 * -d + previous)
+        d = info["spatial"]["raw_distance_m"]
+        assert reward == pytest.approx(2.0 * (previous - 0.9 * d))
         previous = d
 
 

@@ -10,7 +10,8 @@ returns the shaped reward in place of the environment's own. Two ways to ask:
 
 ``shaping``: ``node`` gives the reward exactly as reward_node computes it (in process the same core
 ``RewardShaper`` with ``reward_config``; through ROS the node's own ``reward``); ``potential`` gives the
-discounted potential difference of consecutive steps' distances (``reward.potential_difference``).
+discounted potential difference of consecutive steps' own readings (``reward.potential_difference``; no
+smoothing window, so the potential is a function of the frame alone).
 A frame without a distance raises ``RewardUnavailable`` (with the reason), unless ``missing_reward`` is
 a number, which is then returned and flagged in ``info["spatial"]["missing"]``; nothing is guessed.
 """
@@ -37,9 +38,10 @@ class RewardUnavailable(RuntimeError):
 
 @dataclass
 class _Measured:
-    distance_m: float | None
+    distance_m: float | None  # as the node reports it (after its smoothing window)
     reward: float | None  # shaping "node": the reward as the node shapes it
     info: dict[str, Any]
+    raw_distance_m: float | None = None  # this frame's own reading: the potential's argument
 
 
 class SpatialRewardWrapper(gym.Wrapper):
@@ -87,7 +89,8 @@ class SpatialRewardWrapper(gym.Wrapper):
             result = self.client.get_reward(stamp, self.timeout_s)
             info = {"status": result.status, "error": result.reason, "stamp_ns": stamp,
                     "raw_answers": (result.info or {}).get("raw_answers", [])}
-            return _Measured(result.distance_m if result.ok else None, result.reward, info)
+            raw = (result.info or {}).get("raw_distance_m") if result.ok else None
+            return _Measured(result.distance_m if result.ok else None, result.reward, info, raw)
         (estimate,) = self.estimator.estimate([(Frame(rgb=rgb), self._query)], samples=self.samples_per_frame)
         info = {"status": "rewarded" if estimate.value_m is not None else "no_distance",
                 "error": estimate.reason, "raw_answers": estimate.raw_answers}
@@ -95,7 +98,7 @@ class SpatialRewardWrapper(gym.Wrapper):
             return _Measured(None, None, info)
         step = self.shaper.step(estimate.value_m)
         info["success"] = step.success
-        return _Measured(step.distance_m, step.reward, info)
+        return _Measured(step.distance_m, step.reward, info, estimate.value_m)
 
     def _new_target(self) -> None:
         target = self.target_object or getattr(self.env.unwrapped, "target_description", None)
@@ -119,15 +122,16 @@ class SpatialRewardWrapper(gym.Wrapper):
         obs, info = self.env.reset(**kwargs)
         self._new_target()
         measured = self._measure(self._frame())  # the episode's first frame: the progress/potential baseline
-        self._previous_m = measured.distance_m
-        info["spatial"] = {**measured.info, "distance_m": measured.distance_m, "target": self._target}
+        self._previous_m = measured.raw_distance_m
+        info["spatial"] = {**measured.info, "distance_m": measured.distance_m,
+                           "raw_distance_m": measured.raw_distance_m, "target": self._target}
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, env_reward, terminated, truncated, info = self.env.step(action)
         measured = self._measure(self._frame())
-        spatial = {**measured.info, "distance_m": measured.distance_m, "target": self._target,
-                   "env_reward": env_reward, "missing": False}
+        spatial = {**measured.info, "distance_m": measured.distance_m, "raw_distance_m": measured.raw_distance_m,
+                   "target": self._target, "env_reward": env_reward, "missing": False}
         if measured.distance_m is None:
             reason = measured.info.get("error") or measured.info.get("status")
             if self.missing_reward is None:
@@ -138,9 +142,9 @@ class SpatialRewardWrapper(gym.Wrapper):
             if self._previous_m is None:
                 reward = 0.0  # no baseline yet (the reset frame had no distance): start from here
             else:
-                reward = potential_difference(self._previous_m, measured.distance_m, self.gamma,
+                reward = potential_difference(self._previous_m, measured.raw_distance_m, self.gamma,
                                               self.shaper.config.scale, terminal=terminated)
-            self._previous_m = measured.distance_m
+            self._previous_m = measured.raw_distance_m
         else:
             reward = float(measured.reward)
         spatial["reward"] = reward
