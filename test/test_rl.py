@@ -68,6 +68,12 @@ def test_reach_env_is_seeded_moves_and_keeps_the_gripper_out_of_objects():
         SyntheticReachEnv(reward="dense")
 
 
+def test_reach_env_passes_gymnasiums_checker():
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(SyntheticReachEnv(), skip_render_check=False)
+
+
 # ------------------------------------------------------------------ potential shaping
 
 def test_potential_difference_telescopes_and_respects_terminal_states():
