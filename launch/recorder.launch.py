@@ -29,6 +29,7 @@ TOPICS = {
     "depth": ("/camera/aligned_depth_to_color/image_raw", "depth aligned with the image"),
     "joint_states": ("/joint_states", "the arm's joint states"),
     "reward": ("reward", "reward_node's reward (relative: the recorder's namespace)"),
+    "reward_stamped": ("reward_stamped", "reward_node's reward with its frame's header"),
     "reward_info": ("reward_info", "reward_node's reward_info"),
 }
 

@@ -386,7 +386,7 @@ AFFORDANCE_PARAMS = ParamSet(
     ),
 )
 
-RECORDER_TOPICS = ["image", "camera_info", "depth", "joint_states", "reward", "reward_info"]
+RECORDER_TOPICS = ["image", "camera_info", "depth", "joint_states", "reward", "reward_stamped", "reward_info"]
 
 RECORDER_PARAMS = ParamSet(
     "spatialvlm_recorder",
