@@ -154,11 +154,12 @@ class RewardClient:
     def wait_for_node(self, timeout_s: float = 60.0) -> bool:
         """True once a reward_node subscribes ``image`` and publishes ``reward_info`` to this client."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while True:
             if self.image_pub.get_subscription_count() > 0 and self.info_sub.get_publisher_count() > 0:
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.05)
-        return False
 
     def publish_image(self, image: np.ndarray | Image, frame_id: str = "camera",
                       stamp: Any = None) -> int:
