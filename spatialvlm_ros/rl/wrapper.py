@@ -72,7 +72,7 @@ class SpatialRewardWrapper(gym.Wrapper):
         self.shaper = RewardShaper(reward_config or RewardConfig())
         self.missing_reward, self.timeout_s = missing_reward, timeout_s
         self.frame_fn = frame_fn or (lambda e: e.render())
-        self._target = target_object
+        self._target: str | None = None  # None: the first reset sets the node's target_object too
         self._query = None
         self._previous_m: float | None = None  # the potential's last known distance
 
