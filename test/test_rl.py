@@ -182,6 +182,10 @@ def test_wrapper_through_a_running_reward_node_matches_in_process(shipped):
                 assert ros_step["spatial"]["status"] == "rewarded", ros_step["spatial"]
                 assert ros_reward == pytest.approx(local_reward, abs=1e-6)
         assert client.get_reward(ros_step["spatial"]["stamp_ns"], 0).info["target"] == ros_info["spatial"]["target"]
+        # a target given to the wrapper is set on the node at the first reset, whatever the node had
+        named = SpatialRewardWrapper(SyntheticReachEnv(max_steps=1), client=client, target_object="the blue cube")
+        _, named_info = named.reset(seed=11)
+        assert client.get_reward(named_info["spatial"]["stamp_ns"], 0).info["target"] == "the blue cube"
     finally:
         client.close()
         if rclpy.ok():
