@@ -217,6 +217,14 @@ MODEL_PARAMS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "model.segmenter", "none",
+        "geometric backend: none separates each detected object from the floor, the background and its "
+        "neighbours by depth alone; otherwise a hub id or local directory of a promptable segmenter "
+        "(transformers; SAM, SAM-HQ or SAM 2, e.g. facebook/sam-vit-base) that turns each detection box "
+        "into a mask, which the same depth checks then clean.",
+        read_only=True, allow_empty=False,
+    ),
+    ParamSpec(
         "model.fallback_hfov_deg", 60.0,
         "geometric backend: horizontal field of view assumed while no usable camera_info has "
         "arrived (square pixels, centred principal point); answers say when it was used.",

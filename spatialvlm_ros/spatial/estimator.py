@@ -157,6 +157,7 @@ class ModelConfig:
     depth_model: str = "depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf"
     depth_source: str = "auto"
     fallback_hfov_deg: float = 60.0
+    segmenter: str = "none"
 
     def __post_init__(self) -> None:
         for name, value, accepted in (
@@ -178,6 +179,9 @@ class ModelConfig:
             if self.depth_source != "topic" and not self.depth_model.strip():
                 raise ValueError("model.depth_model is empty: give a hub id or a local depth "
                                  "estimation checkpoint directory, or set model.depth_source to topic")
+        if not self.segmenter.strip():
+            raise ValueError("model.segmenter is empty: give none, a hub id or a local SAM-family checkpoint "
+                             "directory")
         if not 0.0 <= self.detector_threshold <= 1.0:
             raise ValueError(f"model.detector_threshold must be within [0, 1], got {self.detector_threshold}")
         if not 1.0 <= self.fallback_hfov_deg <= 179.0:

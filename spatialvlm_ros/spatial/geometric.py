@@ -33,8 +33,9 @@ import numpy as np
 from spatialvlm_ros.spatial import geometry as geo
 from spatialvlm_ros.spatial.distance_text import format_distance
 from spatialvlm_ros.spatial.estimator import Estimate, Frame, Intrinsics, ModelConfig, SpatialQuery
+from spatialvlm_ros.spatial.segmentation import DEFAULT_SETTINGS, FrameGeometry, SegmentationSettings
 
-__all__ = ["Detection", "DepthModel", "Detector", "GeometricEstimator", "SAME_OBJECT_IOU"]
+__all__ = ["Detection", "DepthModel", "Detector", "GeometricEstimator", "SAME_OBJECT_IOU", "Segmenter"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,17 @@ class Detector(Protocol):
     def close(self) -> None: ...
 
 
+class Segmenter(Protocol):
+    """A promptable segmenter: for each image, one (H, W) bool mask per box prompt, in order."""
+
+    name: str
+
+    def segment(self, images: Sequence[np.ndarray],
+                boxes: Sequence[Sequence[tuple[float, float, float, float]]]) -> list[list[np.ndarray]]: ...
+
+    def close(self) -> None: ...
+
+
 class DepthModel(Protocol):
     """Metric depth (metres along the optical axis) for each (H, W, 3) image, at its own size."""
 
@@ -91,13 +103,11 @@ class _FrameWork:
     intrinsics_source: str = ""
     notes: list[str] = field(default_factory=list)
     candidates: dict[str, list[Detection]] = field(default_factory=dict)
+    # The segmenter's mask for each chosen box (absent: none, or it failed and the note says so).
+    masks: dict[tuple[float, ...], np.ndarray] = field(default_factory=dict)
     # Filled on first measurement:
-    points: np.ndarray | None = None
-    valid: np.ndarray | None = None
-    floor: geo.Plane | None = None
-    frame3d: geo.MeasurementFrame | None = None
-    noise_rel: float = 0.0
-    measured: dict[tuple[float, ...], geo.ObjectGeometry | str] = field(default_factory=dict)
+    geometry: FrameGeometry | None = None
+    measured: dict[tuple[float, ...], tuple[geo.ObjectGeometry, dict[str, Any]] | str] = field(default_factory=dict)
     closest: dict[tuple, tuple[float, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
@@ -107,9 +117,12 @@ class GeometricEstimator:
     backend = "geometric"
 
     def __init__(self, config: ModelConfig, detector: Detector | None = None,
-                 depth_model: DepthModel | None = None) -> None:
+                 depth_model: DepthModel | None = None, segmenter: Segmenter | None = None,
+                 segmentation: SegmentationSettings = DEFAULT_SETTINGS) -> None:
         self.config = config
-        if detector is None or (depth_model is None and config.depth_source != "topic"):
+        self.segmentation = segmentation
+        want_segmenter = segmenter is None and config.segmenter != "none"
+        if detector is None or (depth_model is None and config.depth_source != "topic") or want_segmenter:
             from spatialvlm_ros.spatial import vision_models  # torch and transformers load here
 
             if detector is None:
@@ -118,14 +131,23 @@ class GeometricEstimator:
             if depth_model is None and config.depth_source != "topic":
                 depth_model = vision_models.HFDepthModel(config.depth_model, config.device, config.dtype,
                                                          config.trust_remote_code)
+            if want_segmenter:
+                segmenter = vision_models.HFSegmenter(config.segmenter, config.device, config.dtype,
+                                                      config.trust_remote_code)
+        if segmenter is not None and not callable(getattr(segmenter, "segment", None)):
+            raise TypeError(f"the segmenter ({type(segmenter).__name__}) has no segment(images, boxes) method: "
+                            "give an object with segment() returning one (H, W) mask per box, or None")
         self.detector = detector
         self.depth_model = depth_model
+        self.segmenter = segmenter
         depth_name = "depth topic" if config.depth_source == "topic" else (
             f"{depth_model.name}" if config.depth_source == "model" else f"depth topic or {depth_model.name}")
         self.model_name = f"{detector.name} + {depth_name}"
+        if segmenter is not None:
+            self.model_name += f" + {getattr(segmenter, 'name', type(segmenter).__name__)}"
 
     def close(self) -> None:
-        for part in (self.detector, self.depth_model):
+        for part in (self.detector, self.depth_model, self.segmenter):
             if part is not None:
                 part.close()
 
@@ -146,6 +168,8 @@ class GeometricEstimator:
             self._prepare(w)
         self._estimate_depth([w for w in frames if w.problem is None and w.depth_m is None])
         self._detect([w for w in frames if w.problem is None])
+        if self.segmenter is not None:
+            self._segment([w for w in frames if w.problem is None])
         results = []
         for frame, query in items:
             w = work[id(frame)]
@@ -224,6 +248,42 @@ class GeometricEstimator:
         for w, candidates in zip(frames, found, strict=True):
             w.candidates = candidates
 
+    def _chosen(self, w: _FrameWork) -> list[Detection]:
+        """The best detection of each description above the threshold: the objects of this frame."""
+        threshold = self.config.detector_threshold
+        out = []
+        for cands in w.candidates.values():
+            best = next((c for c in cands if c.score >= threshold), None)
+            if best is not None and all(best.box != o.box for o in out):
+                out.append(best)
+        return out
+
+    def _segment(self, frames: list[_FrameWork], boxes: list[list[tuple[float, ...]]] | None = None) -> None:
+        """The segmenter's masks for each frame's chosen boxes (or ``boxes``), in one call. A failure or an
+        unusable mask leaves that box to box-mode segmentation, with a note."""
+        assert self.segmenter is not None
+        if boxes is None:
+            boxes = [[d.box for d in self._chosen(w) if d.mask is None] for w in frames]
+        todo = [(w, b) for w, b in zip(frames, boxes, strict=True) if b]
+        if not todo:
+            return
+        try:
+            found = self.segmenter.segment([w.frame.rgb for w, _ in todo], [b for _, b in todo])
+        except (RuntimeError, ValueError, TypeError) as exc:
+            log.error("segmenter failed on %d frames: %s", len(todo), exc)
+            for w, _ in todo:
+                w.notes.append(f"segmenter failed ({exc}): objects segmented from their boxes and depth alone")
+            return
+        for (w, frame_boxes), masks in zip(todo, found, strict=True):
+            shape = w.frame.rgb.shape[:2]
+            for box, mask in zip(frame_boxes, masks, strict=True):
+                mask = np.asarray(mask)
+                if mask.shape != shape:
+                    w.notes.append(f"segmenter mask for box {[round(v) for v in box]} is {mask.shape}, not "
+                                   f"{shape}: segmented from the box and depth alone")
+                    continue
+                w.masks[box] = mask.astype(bool)
+
     # ------------------------------------------------------------------ per query
     def _pick(self, w: _FrameWork, description: str) -> Detection:
         threshold = self.config.detector_threshold
@@ -252,55 +312,51 @@ class GeometricEstimator:
                 "describe them so that they can be told apart")
         return (da, alternative) if name == "b" else (alternative, db)
 
-    def _ensure_3d(self, w: _FrameWork) -> None:
-        if w.points is not None:
-            return
+    def _ensure_3d(self, w: _FrameWork) -> FrameGeometry:
+        if w.geometry is not None:
+            return w.geometry
         assert w.depth_m is not None and w.intrinsics is not None
-        w.points, w.valid = geo.lift(w.depth_m, w.intrinsics)
-        w.noise_rel = geo.depth_noise_rel(w.depth_m)
-        outside = w.valid.copy()
-        for cands in w.candidates.values():
-            for c in cands:
-                if c.score >= self.config.detector_threshold:
-                    rows, cols = geo.box_slices(c.box, outside.shape)
-                    outside[rows, cols] = False
-        sample = outside[::FLOOR_STRIDE, ::FLOOR_STRIDE]
-        w.floor = geo.fit_floor(w.points[::FLOOR_STRIDE, ::FLOOR_STRIDE][sample])
-        if w.floor is None:
-            w.frame3d = geo.MeasurementFrame.camera()
+        threshold = self.config.detector_threshold
+        boxes = [c.box for cands in w.candidates.values() for c in cands if c.score >= threshold]
+        w.geometry = FrameGeometry.build(w.depth_m, w.intrinsics, boxes, self.segmentation, FLOOR_STRIDE)
+        if w.geometry.floor is None:
             w.notes.append("no floor plane found: measured in the camera frame (horizontal = the "
                            "camera's x-z plane), centres are those of the visible surfaces")
-        else:
-            w.frame3d = geo.MeasurementFrame.from_floor(w.floor)
+        return w.geometry
 
-    def _measure(self, w: _FrameWork, det: Detection) -> geo.ObjectGeometry:
+    def _measure(self, w: _FrameWork, det: Detection) -> tuple[geo.ObjectGeometry, dict[str, Any]]:
         key = det.box
         cached = w.measured.get(key)
         if isinstance(cached, str):
             raise geo.GeometryError(cached)
         if cached is not None:
             return cached
-        self._ensure_3d(w)
-        assert w.points is not None and w.valid is not None and w.intrinsics is not None
+        fg = self._ensure_3d(w)
+        mask, source = det.mask, "detector mask"
+        if mask is None and self.segmenter is not None:
+            if key not in w.masks:  # a box chosen only now (another candidate for a contested object)
+                self._segment([w], [[key]])
+            mask, source = w.masks.get(key), "segmenter"
+        if mask is None:
+            source = "box"
+        others = [d.box for d in self._chosen(w) if d.box != key]
         try:
-            obj = geo.segment_object(w.points, w.valid, det.box, w.intrinsics, mask=det.mask, floor=w.floor,
-                                     noise_rel=w.noise_rel)
-            measured = geo.measure_object(obj, w.frame3d or geo.MeasurementFrame.camera())
+            measured, obj = fg.measure(det.box, mask, others, mask_source=source)
         except geo.GeometryError as exc:
             w.measured[key] = str(exc)
             raise
-        w.measured[key] = measured
-        return measured
+        w.measured[key] = (measured, obj.info)
+        return w.measured[key]
 
     def _answer(self, w: _FrameWork, query: SpatialQuery) -> Estimate:
         details: dict[str, Any] = {}
         if query.kind in ("width", "height"):
             det = self._pick(w, query.object_a)
             try:
-                obj = self._measure(w, det)
+                obj, seg = self._measure(w, det)
             except geo.GeometryError as exc:
                 raise geo.GeometryError(f"{query.object_a!r}: {exc}") from exc
-            details["objects"] = {"a": _object_details(query.object_a, det, obj)}
+            details["objects"] = {"a": _object_details(query.object_a, det, obj, seg)}
             value = obj.width_m if query.kind == "width" else obj.height_m
             word = "wide" if query.kind == "width" else "tall"
             text = f"{_cap(query.object_a)} is {format_distance(value)} {word}."
@@ -312,15 +368,15 @@ class GeometricEstimator:
                 objs.append(self._measure(w, det))
             except geo.GeometryError as exc:
                 raise geo.GeometryError(f"{desc!r}: {exc}") from exc
-        a, b = objs
-        details["objects"] = {"a": _object_details(query.object_a, da, a),
-                              "b": _object_details(query.object_b, db, b)}
+        (a, seg_a), (b, seg_b) = objs
+        details["objects"] = {"a": _object_details(query.object_a, da, a, seg_a),
+                              "b": _object_details(query.object_b, db, b, seg_b)}
         centre = geo.centre_distance(a, b)
         closest, pa, pb = self._closest(w, da, db, a, b)
         details.update(centre_distance_m=_r(centre), closest_distance_m=_r(closest),
                        closest_points_m=[_vec(pa), _vec(pb)])
         if query.kind == "gap_width":
-            gap, ga, gb = geo.footprint_gap(a, b, w.frame3d or geo.MeasurementFrame.camera())
+            gap, ga, gb = geo.footprint_gap(a, b, w.geometry.frame if w.geometry else geo.MeasurementFrame.camera())
             details.update(gap_width_m=_r(gap), gap_points_m=[_vec(ga), _vec(gb)])
             text = f"The gap between {query.object_a} and {query.object_b} is {format_distance(gap)} wide."
             if gap == 0:
@@ -346,13 +402,14 @@ class GeometricEstimator:
         return Estimate(query, float(value), [text], [float(value)], None, {**self._base_details(w), **details})
 
     def _base_details(self, w: _FrameWork) -> dict[str, Any]:
+        g = w.geometry
         return {
             "backend": self.backend,
             "depth_source": w.depth_source or None,
             "intrinsics": w.intrinsics_source or None,
-            "frame": None if w.frame3d is None else ("floor" if w.frame3d.on_floor else "camera"),
-            "floor": None if w.floor is None else w.floor.to_dict(),
-            "depth_noise_rel": None if w.points is None else round(w.noise_rel, 5),
+            "frame": None if g is None else ("floor" if g.frame.on_floor else "camera"),
+            "floor": None if g is None or g.floor is None else g.floor.to_dict(),
+            "depth_noise_rel": None if g is None else round(g.noise_rel, 5),
             "notes": list(w.notes),
         }
 
@@ -393,6 +450,7 @@ def _vec(v: np.ndarray) -> list[float]:
     return [round(float(x), 4) for x in v]
 
 
-def _object_details(description: str, det: Detection, obj: geo.ObjectGeometry) -> dict[str, Any]:
+def _object_details(description: str, det: Detection, obj: geo.ObjectGeometry,
+                    segmentation: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "box": [round(float(v), 1) for v in det.box],
-            "score": round(float(det.score), 4), **obj.to_dict()}
+            "score": round(float(det.score), 4), **obj.to_dict(), "segmentation": dict(segmentation)}

@@ -1,4 +1,4 @@
-"""Metric geometry from depth: pixels lifted to 3D, the floor plane, object point sets, and the numbers the
+"""Metric geometry from depth: pixels lifted to 3D, the floor plane, objects' 3D boxes, and the numbers the
 geometric backend answers with (centre and closest-point distances, gap widths, object sizes).
 
 numpy (and OpenCV's minimum-area rectangle) only: no torch, no ROS. Camera frame as in sensor_msgs:
@@ -18,17 +18,13 @@ x right, y down, z forward along the optical axis; pixel (u, v) has its centre a
 # * The gap between two objects is the shortest horizontal distance between their footprints (the
 #   convex outlines of their points seen from above): the narrowest free space a robot would drive
 #   through. 0 when the footprints overlap.
-# * Foreground/background separation without a mask: points near the floor plane are dropped, and the
-#   rest are grouped into 3D-connected components on a voxel grid; the component with most points in the
-#   middle of the detection box is the object (the background, the floor behind it and neighbours that
-#   do not touch it fall away). An object whose lowest remaining point is near the floor is taken to
-#   stand on it (its bottom is the floor). With a mask, the largest component is kept (flying pixels
-#   and specks are dropped).
+# * Which pixels belong to an object (floor, background and neighbours removed) is decided in
+#   segmentation.py, which also holds the shared "depth + intrinsics + boxes (+ masks) -> objects" path.
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -40,8 +36,8 @@ __all__ = [
     "GeometryError",
     "MeasurementFrame",
     "ObjectGeometry",
-    "ObjectPoints",
     "Plane",
+    "box_geometry",
     "box_iou",
     "box_slices",
     "centre_distance",
@@ -52,9 +48,8 @@ __all__ = [
     "intrinsics_for_image",
     "intrinsics_from_fov",
     "lift",
-    "measure_object",
-    "segment_object",
     "valid_depth",
+    "voxel_components",
 ]
 
 # Fewer points than this on an object give no trustworthy extent.
@@ -263,7 +258,7 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _voxel_components(points: np.ndarray, voxel_m: float) -> np.ndarray:
+def voxel_components(points: np.ndarray, voxel_m: float) -> np.ndarray:
     """Label of each point's 26-connected component of occupied voxels (labels are arbitrary ints)."""
     idx = np.floor(points / voxel_m).astype(np.int64)
     idx -= idx.min(axis=0)
@@ -302,18 +297,6 @@ def _voxel_components(points: np.ndarray, voxel_m: float) -> np.ndarray:
     return labels[inverse]
 
 
-@dataclass
-class ObjectPoints:
-    """The 3D points of one object (camera frame) and how they were chosen."""
-
-    points: np.ndarray
-    rests_on_floor: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
-    # Points this close to the floor are left out of the footprint: near the floor a box-only
-    # segmentation may keep a few noisy floor pixels, and an upright object's outline is its top's.
-    footprint_above_m: float | None = None
-
-
 def depth_noise_rel(depth_m: np.ndarray) -> float:
     """Robust estimate of the depth noise relative to depth (0.01 for 1 % noise; ~0 for perfect depth).
 
@@ -330,111 +313,6 @@ def depth_noise_rel(depth_m: np.ndarray) -> float:
         return 0.0
     second = (a[ok] - 2 * b[ok] + c[ok]) / b[ok]
     return float(1.4826 * np.median(np.abs(second)) / math.sqrt(6.0))
-
-
-# Residual noise, after smoothing, that object extents tolerate (each extreme of a noisy object sits
-# a few standard deviations out).
-_SMOOTH_TARGET_M = 0.0015
-
-
-def _smoothing_kernel(noise_rel: float, z_m: float) -> int:
-    sigma = noise_rel * z_m
-    if sigma <= _SMOOTH_TARGET_M:
-        return 1
-    k = int(math.ceil(sigma / _SMOOTH_TARGET_M))
-    return min(9, k + 1 - k % 2)  # odd, at most 9x9
-
-
-def segment_object(
-    points: np.ndarray,
-    valid: np.ndarray,
-    box: tuple[float, float, float, float],
-    intrinsics: Intrinsics,
-    mask: np.ndarray | None = None,
-    floor: Plane | None = None,
-    noise_rel: float = 0.0,
-) -> ObjectPoints:
-    """The object's 3D points inside ``box`` (pixels x0, y0, x1, y1), background and outliers removed.
-
-    With ``mask`` (H, W bool) only its pixels count and the largest connected part is kept; without it
-    the object is separated from the floor and the background as the module notes describe. With noisy
-    depth (``noise_rel``, see ``depth_noise_rel``) the object's depth is averaged over its own pixels
-    (never across its outline) so that its extremes are not noise. Raises GeometryError when too few
-    pixels with depth remain.
-    """
-    rows, cols = box_slices(box, valid.shape)
-    region = valid[rows, cols]
-    if mask is not None:
-        region = region & mask[rows, cols]
-    n_box = int(region.size)
-    if n_box == 0:
-        raise GeometryError(f"the box {_fmt_box(box)} lies outside the {valid.shape[1]}x{valid.shape[0]} image")
-    rr, cc = np.nonzero(region)
-    if len(rr) < MIN_OBJECT_POINTS:
-        raise GeometryError(f"only {len(rr)} pixels with valid depth in the box {_fmt_box(box)}")
-    crop = points[rows, cols]
-    pts = crop[rr, cc].astype(np.float64)
-    info: dict[str, Any] = {"pixels_with_depth": int(len(rr)), "pixels_in_box": n_box}
-    rests = False
-    if mask is None and floor is not None:
-        above = floor.height(pts) > floor.tolerance(pts[:, 2])
-        info["floor_pixels_removed"] = int((~above).sum())
-        # Only when the box also shows floor: then the object may stand on it.
-        rests = bool((~above).any())
-        pts, rr, cc = pts[above], rr[above], cc[above]
-        if len(pts) < MIN_OBJECT_POINTS:
-            raise GeometryError(f"the box {_fmt_box(box)} holds only floor")
-    z_med = float(np.median(pts[:, 2]))
-    voxel = max(0.01, 3.0 * z_med / intrinsics.fx, 4.0 * noise_rel * z_med)
-    labels = _voxel_components(pts, voxel)
-    uniq, counts = np.unique(labels, return_counts=True)
-    if mask is None:
-        # The detection box is centred on its object: the component with most points in the middle
-        # half of the box is the object, not the largest (a wall may fill more of the box).
-        h, w = rr.max() - rr.min() + 1, cc.max() - cc.min() + 1
-        r_mid, c_mid = (rr.min() + rr.max()) / 2, (cc.min() + cc.max()) / 2
-        central = (np.abs(rr - r_mid) <= h / 4) & (np.abs(cc - c_mid) <= w / 4)
-        central_counts = np.bincount(np.searchsorted(uniq, labels[central]), minlength=len(uniq))
-        order = np.lexsort((counts, central_counts))
-        chosen = uniq[order[-1]]
-    else:
-        chosen = uniq[int(np.argmax(counts))]
-    keep = labels == chosen
-    info["outlier_pixels_removed"] = int((~keep).sum())
-    info["voxel_m"] = round(voxel, 4)
-    pts, rr, cc = pts[keep], rr[keep], cc[keep]
-    if len(pts) < MIN_OBJECT_POINTS:
-        raise GeometryError(f"no compact object in the box {_fmt_box(box)}")
-    kernel = _smoothing_kernel(noise_rel, z_med)
-    if kernel > 1:
-        pts = _smoothed(crop, rr, cc, kernel, intrinsics, rows.start, cols.start)
-        info["smoothing_px"] = kernel
-    footprint_above = None
-    if rests and floor is not None:
-        tolerance = float(floor.tolerance(z_med))
-        heights = floor.height(pts)
-        rests = float(np.min(heights)) <= 2.0 * tolerance + voxel
-        # Floor pixels that escaped removal sit just above the tolerance; half as much again clears them.
-        if rests and int((heights > 1.5 * tolerance).sum()) >= MIN_OBJECT_POINTS:
-            footprint_above = 1.5 * tolerance
-    info["points"] = int(len(pts))
-    return ObjectPoints(pts, rests, info, footprint_above)
-
-
-def _smoothed(crop: np.ndarray, rr: np.ndarray, cc: np.ndarray, kernel: int, intrinsics: Intrinsics,
-              row0: int, col0: int) -> np.ndarray:
-    """The object's points with each depth replaced by the mean over its kernel x kernel neighbours
-    that belong to the object, lifted again along the same pixel rays."""
-    weight = np.zeros(crop.shape[:2], np.float32)
-    weight[rr, cc] = 1.0
-    depth = np.where(weight > 0, crop[..., 2], 0.0).astype(np.float32)
-    size = (kernel, kernel)
-    total = cv2.blur(depth, size, borderType=cv2.BORDER_CONSTANT)
-    count = cv2.blur(weight, size, borderType=cv2.BORDER_CONSTANT)
-    z = (total[rr, cc] / np.maximum(count[rr, cc], 1e-6)).astype(np.float64)
-    u = (cc + col0 - intrinsics.cx) / intrinsics.fx
-    v = (rr + row0 - intrinsics.cy) / intrinsics.fy
-    return np.stack([u * z, v * z, z], axis=1)
 
 
 def _fmt_box(box: tuple[float, ...]) -> str:
@@ -468,15 +346,13 @@ class ObjectGeometry:
         }
 
 
-def measure_object(obj: ObjectPoints, frame: MeasurementFrame) -> ObjectGeometry:
-    """Centre and size of the object's 3D box in ``frame`` (see the module notes)."""
-    q = frame.to_frame(obj.points)
-    top = float(q[:, 2].max())
-    bottom = 0.0 if (obj.rests_on_floor and frame.on_floor) else float(q[:, 2].min())
-    flat = q[:, :2]
-    if obj.footprint_above_m is not None and frame.on_floor:
-        flat = flat[q[:, 2] > obj.footprint_above_m]
-    flat = flat.astype(np.float32)
+def box_geometry(points: np.ndarray, coords: np.ndarray, flat: np.ndarray, top: float, rests_on_floor: bool,
+                 frame: MeasurementFrame) -> ObjectGeometry:
+    """The object's 3D box in ``frame`` (see the module notes) from its ``points`` (camera frame), the same
+    points in the frame (``coords``), the points its footprint is taken from (``flat``, (K, 2) lateral and
+    forward) and its ``top``; its bottom is the floor when it rests on it, else its lowest point."""
+    bottom = 0.0 if (rests_on_floor and frame.on_floor) else float(coords[:, 2].min())
+    flat = np.asarray(flat, np.float32)
     (cx, cy), (sa, sb), angle = cv2.minAreaRect(flat)
     # minAreaRect's first side lies along ``angle``; the width is the side nearer the lateral axis.
     theta = math.radians(angle)
@@ -488,9 +364,9 @@ def measure_object(obj: ObjectPoints, frame: MeasurementFrame) -> ObjectGeometry
     hull = cv2.approxPolyDP(hull, 0.0005, True).reshape(-1, 2).astype(np.float64)
     centre_frame = np.array([cx, cy, (top + bottom) / 2])
     return ObjectGeometry(
-        points=obj.points, coords=q, centre_camera=frame.to_camera(centre_frame), centre_frame=centre_frame,
+        points=points, coords=coords, centre_camera=frame.to_camera(centre_frame), centre_frame=centre_frame,
         width_m=float(width), length_m=float(length), height_m=top - bottom, footprint=hull,
-        rests_on_floor=obj.rests_on_floor and frame.on_floor,
+        rests_on_floor=rests_on_floor and frame.on_floor,
     )
 
 

@@ -1,6 +1,7 @@
 """The geometric backend's models through transformers: an open-vocabulary detector (zero-shot object
-detection: OWLv2, OWL-ViT, Grounding DINO, ...) and a metric monocular depth model (Depth Anything V2
-metric, ZoeDepth, DPT, ...), each loaded by hub id or local directory with errors that say what to do.
+detection: OWLv2, OWL-ViT, Grounding DINO, ...), a metric monocular depth model (Depth Anything V2
+metric, ZoeDepth, DPT, ...) and an optional promptable segmenter (SAM, SAM-HQ, SAM 2: boxes in, masks
+out), each loaded by hub id or local directory with errors that say what to do.
 
 Importing this module imports torch: only the geometric estimator does, when it builds its models.
 """
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
+    AutoModel,
     AutoModelForDepthEstimation,
     AutoModelForZeroShotObjectDetection,
     AutoProcessor,
@@ -223,3 +225,57 @@ class HFDepthModel:
                 for i, r in zip(chunk, processed, strict=True):
                     out[i] = r["predicted_depth"].cpu().numpy().astype(np.float32).reshape(size)
         return [d for d in out if d is not None]
+
+
+# Promptable segmenters whose forward pass takes box prompts (input_boxes) and returns pred_masks.
+SEGMENTER_TYPES = ("sam", "sam_hq", "sam2", "edgetam")
+
+
+class HFSegmenter:
+    """Masks for detection boxes from a transformers promptable segmenter (SAM family), one mask per box."""
+
+    def __init__(self, name_or_path: str, device: str = "auto", dtype: str = "auto",
+                 trust_remote_code: bool = False) -> None:
+        name = _checked_name(name_or_path, "model.segmenter", "facebook/sam-vit-base")
+        self.name = name_or_path
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        kwargs = {"trust_remote_code": trust_remote_code}
+        what = "promptable segmentation (SAM, SAM-HQ, SAM 2)"
+        self.processor = _load(AutoProcessor, name, "model.segmenter", what, **kwargs)
+        if not hasattr(self.processor, "post_process_masks"):
+            raise ModelLoadError(
+                f"model.segmenter {name_or_path!r}: its processor ({type(self.processor).__name__}) has no "
+                "post_process_masks; this is not a promptable segmentation checkpoint (SAM, SAM-HQ, SAM 2). "
+                "Set model.segmenter to none to segment by depth alone.")
+        model = _load(AutoModel, name, "model.segmenter", what, dtype=self.dtype, **kwargs)
+        model_type = getattr(model.config, "model_type", "")
+        if model_type not in SEGMENTER_TYPES:
+            raise ModelLoadError(
+                f"model.segmenter {name_or_path!r} is a {model_type or type(model).__name__} checkpoint, not a "
+                f"promptable segmenter; accepted families: {', '.join(SEGMENTER_TYPES)} (e.g. "
+                "facebook/sam-vit-base), or none")
+        self.model = model.to(self.device).eval()
+
+    def close(self) -> None:
+        self.model = None
+
+    def segment(self, images: Sequence[np.ndarray],
+                boxes: Sequence[Sequence[tuple[float, float, float, float]]]) -> list[list[np.ndarray]]:
+        """For each image, one (H, W) bool mask per box (x0, y0, x1, y1 pixels), in order."""
+        out: list[list[np.ndarray]] = []
+        for image, image_boxes in zip(images, boxes, strict=True):
+            if not image_boxes:
+                out.append([])
+                continue
+            inputs = self.processor(images=_pil(image), input_boxes=[[[float(v) for v in b] for b in image_boxes]],
+                                    return_tensors="pt").to(self.device)
+            if inputs["pixel_values"].is_floating_point():
+                inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+            with torch.inference_mode():
+                outputs = self.model(**inputs, multimask_output=False)
+            sizes = [inputs[k].cpu() for k in ("original_sizes", "reshaped_input_sizes") if k in inputs]
+            masks = self.processor.post_process_masks(outputs.pred_masks.float().cpu(), *sizes)[0]
+            # (boxes, 1, H, W) -> one (H, W) mask per box
+            out.append([np.asarray(m[0].numpy(), bool) for m in masks])
+        return out
