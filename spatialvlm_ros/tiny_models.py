@@ -1,5 +1,5 @@
-"""Tiny random-weight checkpoints of real architectures (VLMs; the geometric backend's OWLv2 detector and
-Depth Anything depth model), built offline, for tests, demo and bench.
+"""Tiny random-weight checkpoints of real architectures (VLMs; the geometric backend's OWLv2 detector,
+Depth Anything depth model and SAM segmenter), built offline, for tests, demo and bench.
 
 They load through the very ``from_pretrained`` code users run (tokenizer trained locally, processor and
 chat template saved beside the weights), so only the weights are fake: what they *say* is random text.
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-FAMILIES = ("qwen2_5_vl", "llava", "owlv2", "depth_anything")
+FAMILIES = ("qwen2_5_vl", "llava", "owlv2", "depth_anything", "sam")
 
 _CORPUS = [
     "How far is the robot gripper from the orange tea bottle? Answer with a distance in metres.",
@@ -232,6 +232,46 @@ def build_tiny_depth_anything(out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+def build_tiny_sam(out_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny SAM promptable segmenter (~0.1 MB) with its processor, for the geometric backend's
+    ``model.segmenter`` path: box prompts in, one mask per box out (random, as the weights are).
+
+    SAM's parts must agree: the prompt encoder's and mask decoder's hidden size equal the vision encoder's
+    ``output_channels``, and the vision ``num_pos_feats`` is half of it.
+    """
+    import torch
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    out = Path(out_dir)
+    channels, image_size, patch = 16, 64, 16
+    config = SamConfig(
+        vision_config=SamVisionConfig(hidden_size=32, output_channels=channels, num_hidden_layers=2,
+                                      num_attention_heads=2, image_size=image_size, patch_size=patch,
+                                      window_size=2, global_attn_indexes=[1], num_pos_feats=channels // 2,
+                                      mlp_dim=64),
+        prompt_encoder_config=SamPromptEncoderConfig(hidden_size=channels, image_size=image_size,
+                                                     patch_size=patch, mask_input_channels=4),
+        mask_decoder_config=SamMaskDecoderConfig(hidden_size=channels, mlp_dim=32, num_hidden_layers=2,
+                                                 num_attention_heads=2, iou_head_hidden_dim=16),
+    )
+    processor = SamProcessor(SamImageProcessor(size={"longest_edge": image_size},
+                                               pad_size={"height": image_size, "width": image_size},
+                                               mask_size={"longest_edge": image_size // 4},
+                                               mask_pad_size={"height": image_size // 4, "width": image_size // 4}))
+    torch.manual_seed(seed)
+    SamModel(config).save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
 def build_tiny(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     if family == "qwen2_5_vl":
         return build_tiny_qwen2_5_vl(out_dir, seed)
@@ -241,6 +281,8 @@ def build_tiny(family: str, out_dir: str | Path, seed: int = 0) -> Path:
         return build_tiny_owlv2(out_dir, seed)
     if family == "depth_anything":
         return build_tiny_depth_anything(out_dir, seed)
+    if family == "sam":
+        return build_tiny_sam(out_dir, seed)
     raise ValueError(f"unknown family {family!r}; accepted: {', '.join(FAMILIES)}")
 
 

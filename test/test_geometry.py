@@ -15,6 +15,7 @@ from geometry_helpers import within
 
 from spatialvlm_ros.spatial import geometry as geo
 from spatialvlm_ros.spatial.estimator import Intrinsics
+from spatialvlm_ros.spatial.segmentation import FrameGeometry
 from spatialvlm_ros.spatial.synth.camera import PinholeCamera
 from spatialvlm_ros.spatial.synth.geometry_truth import (
     degrade_depth,
@@ -30,23 +31,15 @@ from spatialvlm_ros.spatial.synth.scene import Scene, make_cube, make_cylinder
 def measure_scene(result, depth=None, use_masks=True):
     """Every object of a rendered scene measured from its mask (or true box) and the depth."""
     scene = result.scene
-    k = scene.camera.intrinsics
     depth = result.depth_m if depth is None else depth
-    points, valid = geo.lift(depth, k)
     boxes = {o.description: true_box(result, o.description) for o in scene.objects}
-    outside = valid.copy()
-    for box in boxes.values():
-        rows, cols = geo.box_slices(box, valid.shape)
-        outside[rows, cols] = False
-    floor = geo.fit_floor(points[::2, ::2][outside[::2, ::2]])
-    frame = geo.MeasurementFrame.from_floor(floor) if floor else geo.MeasurementFrame.camera()
-    noise = geo.depth_noise_rel(depth)
+    fg = FrameGeometry.build(depth, scene.camera.intrinsics, list(boxes.values()), floor_stride=2)
     out = {}
     for obj in scene.objects:
         mask = result.mask(obj.description) if use_masks else None
-        pts = geo.segment_object(points, valid, boxes[obj.description], k, mask=mask, floor=floor, noise_rel=noise)
-        out[obj.description] = geo.measure_object(pts, frame)
-    return out, frame, floor
+        others = [b for name, b in boxes.items() if name != obj.description]
+        out[obj.description] = fg.measure(boxes[obj.description], mask, others)[0]
+    return out, fg.frame, fg.floor
 
 
 def errors_for(result, measured, frame):
@@ -197,12 +190,12 @@ def test_segmentation_refuses_boxes_without_depth():
     k = Intrinsics(100.0, 100.0, 31.5, 23.5, 64, 48)
     depth = np.full((48, 64), np.nan, np.float32)
     depth[:, 40:] = 1.0
-    points, valid = geo.lift(depth, k)
+    fg = FrameGeometry.build(depth, k)
     with pytest.raises(geo.GeometryError, match="valid depth"):
-        geo.segment_object(points, valid, (0, 0, 30, 48), k)
+        fg.segment((0, 0, 30, 48))
     with pytest.raises(geo.GeometryError, match="outside"):
-        geo.segment_object(points, valid, (100, 100, 120, 120), k)
-    obj = geo.segment_object(points, valid, (40, 0, 64, 48), k)
+        fg.segment((100, 100, 120, 120))
+    obj = fg.segment((40, 0, 64, 48))
     assert len(obj.points) == 24 * 48
 
 
@@ -212,11 +205,11 @@ def test_camera_frame_without_a_floor_still_measures():
     depth = np.full((120, 160), 2.0, np.float32)
     depth[40:80, 30:60] = 1.0  # two flat patches in front of the wall
     depth[40:80, 100:130] = 1.0
-    points, valid = geo.lift(depth, k)
-    assert geo.fit_floor(points[valid]) is None
-    frame = geo.MeasurementFrame.camera()
-    a = geo.measure_object(geo.segment_object(points, valid, (30, 40, 60, 80), k), frame)
-    b = geo.measure_object(geo.segment_object(points, valid, (100, 40, 130, 80), k), frame)
+    fg = FrameGeometry.build(depth, k)
+    assert fg.floor is None and not fg.frame.on_floor
+    frame = fg.frame
+    a, _ = fg.measure((30, 40, 60, 80))
+    b, _ = fg.measure((100, 40, 130, 80))
     spacing = 70 / k.fx  # 70 px apart at 1 m
     assert geo.centre_distance(a, b) == pytest.approx(spacing, rel=0.01)
     assert a.height_m == pytest.approx(39 / k.fy, rel=0.01)

@@ -93,6 +93,8 @@ class SegmentationSettings:
     footprint_trim_percent: float = 0.0
     # Average the depth over the object's own pixels when it is noisy.
     smooth: bool = True
+    # A mask's outline may be this many pixels short: candidates reach that far past it (0: the mask only).
+    mask_grow_px: int = 3
     # Drop pixels whose own reading disagrees with their neighbourhood's median (outlines, outliers).
     drop_mixed: bool = True
     # The membership median only over the window readings near the pixel's own (see _refine_median).
@@ -265,10 +267,18 @@ def segment_object(fg: FrameGeometry, box: Box, mask: np.ndarray | None = None, 
         if mask.shape != shape:
             raise geo.GeometryError(f"the mask is {mask.shape[1]}x{mask.shape[0]}, the image "
                                     f"{shape[1]}x{shape[0]}")
-        cand &= mask[rows, cols].astype(bool)
-        info["pixels_in_mask"] = int(cand.sum())
-        if not cand.any():
+        hint = cand & mask[rows, cols].astype(bool)
+        info["pixels_in_mask"] = int(hint.sum())
+        if not hint.any():
             raise geo.GeometryError(f"the mask for the box {_fmt_box(box)} is empty (or has no depth)")
+        if s.mask_grow_px > 0:
+            # A segmenter's outline is a few pixels off either way: the candidates reach a little past it,
+            # and the depth checks below decide (a shrunken mask would make every object too small).
+            size = 2 * s.mask_grow_px + 1
+            grown = cv2.dilate(hint.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+            cand &= grown.astype(bool)
+        else:
+            cand = hint
     if cand.sum() < MIN_OBJECT_POINTS:
         raise geo.GeometryError(f"only {int(cand.sum())} pixels with valid depth in the box {_fmt_box(box)}")
     k = fg.intrinsics
@@ -311,6 +321,9 @@ def segment_object(fg: FrameGeometry, box: Box, mask: np.ndarray | None = None, 
     # the box is the object.
     r_mid, c_mid = (h - 1) / 2, (w - 1) / 2
     central = (np.abs(rr - r_mid) <= h / 4) & (np.abs(cc - c_mid) <= w / 4)
+    if mask is not None:
+        # With a mask, the component it covers most is the object.
+        central = hint[rr, cc]
     central_counts = np.bincount(inverse[central], minlength=len(uniq))
     chosen = int(np.lexsort((counts, central_counts))[-1])
     keep = inverse == chosen
@@ -334,10 +347,17 @@ def segment_object(fg: FrameGeometry, box: Box, mask: np.ndarray | None = None, 
     if fg.floor is not None and tol is not None:
         # It stands on the floor when its lowest pixels (by the less noisy median depth) are just above the
         # floor tolerance: the pixels at its foot went as floor, the next ones up are its own.
-        median_heights = fg.floor.height(_median_points(fg, rr + r0, cc + c0))
-        foot = np.sort(median_heights)[min(2, len(rr) - 1)]
+        median_points = _median_points(fg, rr + r0, cc + c0)
+        median_heights = fg.floor.height(median_points)
+        lowest = np.argsort(median_heights)[min(2, len(rr) - 1)]
         t = tol[rr, cc]
-        rests = bool(foot <= 2.0 * float(np.median(t)) + 0.005)
+        # How much height one pixel row covers on an upright side at the foot (a steep view foreshortens
+        # it): the median window's rows there mix with the floor and go with it.
+        ray = median_points[lowest] / max(float(np.linalg.norm(median_points[lowest])), 1e-9)
+        cos_elevation = math.sqrt(max(1.0 - float(ray @ fg.floor.normal) ** 2, 0.04))
+        row_height = float(np.linalg.norm(median_points[lowest])) / k.fy / cos_elevation
+        allowance = 2.0 * float(np.median(t)) + 0.005 + (s.median_px // 2 + 2) * row_height
+        rests = bool(median_heights[lowest] <= allowance)
         if rests:
             heights = median_heights if s.footprint_by_median else fg.floor.height(pts)
             # Never above half the object's height: a low object's outline is its top's.
