@@ -496,16 +496,25 @@ def _smoothed(fg: FrameGeometry, crop: np.ndarray, zm: np.ndarray, rr: np.ndarra
     member[rr, cc] = True
     inv = np.where(member, 1.0 / np.maximum(crop[..., 2], 1e-6), 0.0)
     zc = zm[rr, cc]
-    sums = np.zeros((len(rr), 9))  # n, r, c, rr, cc, rc, y, yr, yc
+    n, sr, sc, srr, scc, src, sy, syr, syc = np.zeros((9, len(rr)))
     half = kernel // 2
     pad_y, pad_m, pad_z = np.pad(inv, half), np.pad(member, half), np.pad(zm, half)
+    noise = fg.settings.edge_sigmas * math.sqrt(2.0) * fg.sigma_m(zc)
+    slope = zc / math.tan(math.radians(fg.settings.edge_grazing_deg)) / fg.intrinsics.fx
     for dr in range(-half, half + 1):
         for dc in range(-half, half + 1):
             r, c = rr + half + dr, cc + half + dc
-            ok = (pad_m[r, c] & (np.abs(pad_z[r, c] - zc) <= _step_limit(fg, zc, math.hypot(dr, dc)))).astype(float)
-            y = pad_y[r, c] * ok
-            sums += np.stack([ok, ok * dr, ok * dc, ok * dr * dr, ok * dc * dc, ok * dr * dc, y, y * dr, y * dc], axis=1)
-    n, sr, sc, srr, scc, src, sy, syr, syc = sums.T
+            ok = pad_m[r, c] & (np.abs(pad_z[r, c] - zc) <= noise + slope * math.hypot(dr, dc))
+            y = np.where(ok, pad_y[r, c], 0.0)
+            n += ok
+            sr += dr * ok
+            sc += dc * ok
+            srr += dr * dr * ok
+            scc += dc * dc * ok
+            src += dr * dc * ok
+            sy += y
+            syr += dr * y
+            syc += dc * y
     a = np.stack([np.stack([n, sr, sc], 1), np.stack([sr, srr, src], 1), np.stack([sc, src, scc], 1)], 1)
     b = np.stack([sy, syr, syc], 1)
     mean = sy / np.maximum(n, 1)
