@@ -99,12 +99,21 @@ def test_true_masks_give_the_same_accuracy():
 
 
 def test_small_objects_2_cm_apart_at_2_5_m_are_not_merged():
+    # The hardest corner of the wide bench: 3 cm objects 2 cm apart, 2.5 m away (7 pixels across).
     a = make_box("red", (-0.026, 0.0), (0.032, 0.032, 0.05))
     b = make_cylinder("blue", (0.026, 0.0), 0.016, 0.06)
     result = rendered((a, b), camera_at(2.5, 40.0))
-    for depth in (result.depth_m, noisy(result, seed=5)):
-        gaps = check_scene(result, depth)
-        assert list(gaps.values())[0] > 0.01
+    gaps = check_scene(result, result.depth_m)
+    assert list(gaps.values())[0] > 0.01
+    for seed in (5, 6, 7):
+        frame, measured = measure_all(result, noisy(result, seed))
+        ma, mb = measured[a.description], measured[b.description]
+        gap = geo.footprint_gap(ma, mb, frame.frame)[0]
+        assert within(gap, 0.02) and gap > 0.01  # never merged, never "touching"
+        assert within(ma.width_m, 0.032) and within(mb.width_m, 0.032)
+        # With 2.5 cm of noise per pixel and ~80 pixels per object the top is a noisy extreme: within
+        # 2 cm, not always within 1 cm (the README says so).
+        assert abs(ma.height_m - 0.05) < 0.02 and abs(mb.height_m - 0.06) < 0.02
 
 
 def test_stray_pixels_inside_the_box_move_no_extreme():
@@ -156,7 +165,7 @@ def test_segmentation_details_say_what_ran():
         for key in ("floor_pixels_removed", "outlier_pixels_removed", "other_object_pixels_removed",
                     "mixed_pixels_removed"):
             assert info[key] >= 0
-    assert from_box.info["floor_share"] > from_mask.info["floor_share"]
+    assert from_box.info["floor_pixels_removed"] > from_mask.info["floor_pixels_removed"]
     assert fg.to_dict()["floor"]["inlier_share"] > 0.5
 
 
