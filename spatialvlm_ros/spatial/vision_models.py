@@ -270,8 +270,9 @@ class HFSegmenter:
                 continue
             inputs = self.processor(images=_pil(image), input_boxes=[[[float(v) for v in b] for b in image_boxes]],
                                     return_tensors="pt").to(self.device)
-            if inputs["pixel_values"].is_floating_point():
-                inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+            for key in ("pixel_values", "input_boxes"):  # the sizes stay integers
+                if key in inputs and inputs[key].is_floating_point():
+                    inputs[key] = inputs[key].to(self.dtype)
             with torch.inference_mode():
                 outputs = self.model(**inputs, multimask_output=False)
             sizes = [inputs[k].cpu() for k in ("original_sizes", "reshaped_input_sizes") if k in inputs]
