@@ -58,7 +58,7 @@ def test_tiny_sam_loads_through_from_pretrained_and_runs_in_the_estimator(tiny, 
     from spatialvlm_ros.spatial.vision_models import HFSegmenter
 
     half = HFSegmenter(str(sam), device="cpu", dtype="bfloat16")  # boxes follow the weights' dtype
-    assert half.segment([result.rgb[:48, :64]], [[(1.0, 2.0, 30.0, 40.0)], ])[0][0].shape == (48, 64)
+    assert half.segment([result.rgb[:48, :64]], [[(1.0, 2.0, 30.0, 40.0)]])[0][0].shape == (48, 64)
     estimates = estimator.estimate([(frame_of(result), qq) for qq in queries(s)])
     for e in estimates:
         json.dumps(e.to_dict(), allow_nan=False)
