@@ -66,8 +66,9 @@ def summary(rows: list[tuple[float, float]]) -> dict[str, float]:
     }
 
 
-def queries_for(scene) -> list[tuple[str, SpatialQuery, float]]:
-    """(measure, query, true value) for every pair and object of the scene."""
+def queries_for(scene, width_of=None) -> list[tuple[str, SpatialQuery, float]]:
+    """(measure, query, true value) for every pair and object of the scene; ``width_of(obj)`` gives the
+    true width (default: the object's own width)."""
     out = []
     names = [o.description for o in scene.objects]
     for a, b in pairs(names):
@@ -76,7 +77,8 @@ def queries_for(scene) -> list[tuple[str, SpatialQuery, float]]:
                     scene.gap(a, b).width_m))
     for obj in scene.objects:
         d = obj.description
-        out.append(("width", SpatialQuery("width", d, "", f"How wide is {d}?"), obj.width))
+        out.append(("width", SpatialQuery("width", d, "", f"How wide is {d}?"),
+                    obj.width if width_of is None else width_of(obj)))
         out.append(("height", SpatialQuery("height", d, "", f"How tall is {d}?"), float(obj.size[2])))
     return out
 

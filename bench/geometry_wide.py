@@ -17,7 +17,7 @@ Conditions:
 each with perfect depth and with 1 % Gaussian depth noise rounded to 1 mm (16UC1 steps).
 
 Seed streams: ``--split validation`` (seed 1000 onwards) is what segmentation settings were chosen on;
-``--split test`` (seed 2000 onwards) was not looked at while choosing them and gives the reported figures.
+``--split test`` (seed 3000 onwards) was not looked at while choosing them and gives the reported figures.
 
 For every condition it prints, per camera range (nearer than 1 m, 1 m or farther, all), n, the median and
 90th percentile relative error, the share within [0.9x, 1.1x] and within 2 % or 1 cm, and the number of
@@ -39,7 +39,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spatialvlm_ros.spatial.estimator import Frame, ModelConfig, SpatialQuery  # noqa: E402
+from geometry_accuracy import queries_for, summary  # noqa: E402  (the narrow bench's, shared)
+
+from spatialvlm_ros.spatial.estimator import Frame, ModelConfig  # noqa: E402
 from spatialvlm_ros.spatial.geometric import GeometricEstimator  # noqa: E402
 from spatialvlm_ros.spatial.segmentation import DEFAULT_SETTINGS, SegmentationSettings  # noqa: E402
 from spatialvlm_ros.spatial.synth.clutter import (  # noqa: E402
@@ -48,29 +50,13 @@ from spatialvlm_ros.spatial.synth.clutter import (  # noqa: E402
     facing_width,
     random_cluttered_scene,
 )
-from spatialvlm_ros.spatial.synth.geometry_truth import SceneTruthDetector, degrade_depth, pairs  # noqa: E402
+from spatialvlm_ros.spatial.synth.geometry_truth import SceneTruthDetector, degrade_depth  # noqa: E402
 
 MEASURES = ("distance", "gap", "width", "height")
-SPLIT_SEEDS = {"validation": 1000, "test": 2000}
+# Seeds 2000-2079 were a first test stream: looked at once, they showed a floor-fit bug (a wall seen edge-on
+# reads hundreds of metres), fixed in geometry.fit_floor; the reported figures come from a fresh stream.
+SPLIT_SEEDS = {"validation": 1000, "test": 3000}
 RANGES = (("< 1 m", 0.0, 1.0), (">= 1 m", 1.0, 99.0), ("all", 0.0, 99.0))
-
-
-def within_tolerance(est: float, true: float) -> bool:
-    return abs(est - true) <= max(0.02 * abs(true), 0.01)
-
-
-def queries_for(scene) -> list[tuple[str, SpatialQuery, float]]:
-    out = []
-    names = [o.description for o in scene.objects]
-    for a, b in pairs(names):
-        out.append(("distance", SpatialQuery("distance", a, b, f"How far is {a} from {b}?"), scene.distance(a, b)))
-        out.append(("gap", SpatialQuery("gap_width", a, b, f"How wide is the gap between {a} and {b}?"),
-                    scene.gap(a, b).width_m))
-    for obj in scene.objects:
-        d = obj.description
-        out.append(("width", SpatialQuery("width", d, "", f"How wide is {d}?"), facing_width(obj, scene.camera)))
-        out.append(("height", SpatialQuery("height", d, "", f"How tall is {d}?"), float(obj.size[2])))
-    return out
 
 
 def scenes_for(split: str, count: int, cache: Path | None) -> list:
@@ -87,16 +73,6 @@ def scenes_for(split: str, count: int, cache: Path | None) -> list:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps(out))
     return out
-
-
-def summary(rows: list[tuple[float, float]]) -> dict[str, float]:
-    est = np.array([r[0] for r in rows], float)
-    true = np.array([r[1] for r in rows], float)
-    ratio = est / np.maximum(true, 1e-9)
-    rel = np.abs(ratio - 1.0)
-    return {"n": len(rows), "median": float(np.median(rel)), "p90": float(np.percentile(rel, 90)),
-            "in_1.1": float(np.mean((ratio >= 1 / 1.1) & (ratio <= 1.1))),
-            "tol": float(np.mean([within_tolerance(e, t) for e, t in rows]))}
 
 
 def run(split: str, n_scenes: int, cache: Path | None, conditions: list[str], worst: int,
@@ -124,7 +100,7 @@ def run(split: str, n_scenes: int, cache: Path | None, conditions: list[str], wo
                   depth_kinds[1]: degrade_depth(result.depth_m, noise_rng, relative_std=noise, quantum_m=0.001)}
         if depth_kinds_wanted != "both":
             depths = {k: v for k, v in depths.items() if (k == "perfect") == (depth_kinds_wanted == "perfect")}
-        asked = queries_for(scene)
+        asked = queries_for(scene, lambda obj, cam=scene.camera: facing_width(obj, cam))
         for cond in conditions:
             for kind, depth in depths.items():
                 frame = Frame(result.rgb, depth, scene.camera.intrinsics)

@@ -59,6 +59,8 @@ MIN_OBJECT_POINTS = 12
 MAX_FLOOR_TILT_DEG = 80.0
 # ... and holds this share of the points outside the objects.
 MIN_FLOOR_SHARE = 0.2
+# ... among the points nearer than this (metres along the optical axis).
+MAX_FLOOR_RANGE_M = 10.0
 MIN_FLOOR_POINTS = 60
 
 
@@ -159,6 +161,9 @@ def fit_floor(points: np.ndarray, rng: np.random.Generator | None = None, iterat
     the points count; of those, the one with most inliers wins. Give it the points outside the objects.
     """
     pts = np.asarray(points, dtype=np.float64)
+    # Readings far beyond any floor a depth camera measures well (a wall seen edge-on can read hundreds
+    # of metres) would be inliers of every plane under the depth-proportional tolerance, and drag the fit.
+    pts = pts[pts[:, 2] <= MAX_FLOOR_RANGE_M]
     n = len(pts)
     if n < MIN_FLOOR_POINTS:
         return None
