@@ -101,6 +101,18 @@ def test_floor_is_the_table_not_the_wall():
     assert geo.fit_floor(points[valid][:10]) is None
 
 
+def test_far_readings_do_not_tilt_the_floor():
+    # A wall seen edge-on reads absurd depths; under a depth-proportional tolerance they would be inliers
+    # of any plane and drag the least-squares refit.
+    camera = PinholeCamera.look_at((0.0, -1.0, 0.6), (0.0, 0.3, 0.0), 160, 120, 60.0)
+    result = render(Scene((), camera=camera), shadows=False)
+    points, valid = geo.lift(result.depth_m, camera.intrinsics)
+    far = points[valid][:400]
+    far = far / far[:, 2:3] * np.linspace(1e3, 3e5, len(far))[:, None]  # along their rays, 1-300 km
+    floor = geo.fit_floor(np.concatenate([points[result.instance == 1], far]))
+    assert floor is not None and floor.offset == pytest.approx(0.6, abs=2e-3)
+
+
 def test_depth_noise_estimate():
     result = render(Scene((), camera=random_camera(np.random.default_rng(4), 160, 120)))
     assert geo.depth_noise_rel(result.depth_m) < 1e-3
