@@ -105,6 +105,7 @@ class _FrameWork:
     candidates: dict[str, list[Detection]] = field(default_factory=dict)
     # The segmenter's mask for each chosen box (absent: none, or it failed and the note says so).
     masks: dict[tuple[float, ...], np.ndarray] = field(default_factory=dict)
+    segmenter_failed: bool = False
     # Filled on first measurement:
     geometry: FrameGeometry | None = None
     measured: dict[tuple[float, ...], tuple[geo.ObjectGeometry, dict[str, Any]] | str] = field(default_factory=dict)
@@ -269,9 +270,13 @@ class GeometricEstimator:
             return
         try:
             found = self.segmenter.segment([w.frame.rgb for w, _ in todo], [b for _, b in todo])
+            if len(found) != len(todo) or any(len(m) != len(b) for m, (_, b) in zip(found, todo, strict=True)):
+                raise ValueError(f"it returned {[len(m) for m in found]} masks for {[len(b) for _, b in todo]} "
+                                 "boxes")
         except (RuntimeError, ValueError, TypeError) as exc:
             log.error("segmenter failed on %d frames: %s", len(todo), exc)
             for w, _ in todo:
+                w.segmenter_failed = True
                 w.notes.append(f"segmenter failed ({exc}): objects segmented from their boxes and depth alone")
             return
         for (w, frame_boxes), masks in zip(todo, found, strict=True):
@@ -334,7 +339,7 @@ class GeometricEstimator:
         fg = self._ensure_3d(w)
         mask, source = det.mask, "detector mask"
         if mask is None and self.segmenter is not None:
-            if key not in w.masks:  # a box chosen only now (another candidate for a contested object)
+            if key not in w.masks and not w.segmenter_failed:  # a box chosen only now (a contested object)
                 self._segment([w], [[key]])
             mask, source = w.masks.get(key), "segmenter"
         if mask is None:
