@@ -18,6 +18,9 @@ no detector or depth model is handed in.
 #   otherwise the query is refused (a distance of 0 between an object and itself would be made up).
 # * depth_source auto uses the frame's depth when it is aligned and has readings, and the depth model
 #   otherwise, saying why in details.notes; topic never loads a depth model.
+# * With a segmenter (model.segmenter), the chosen box of each description is prompted once per frame (all
+#   frames in one call); the mask is a hint that segmentation.py's depth checks clean. A segmenter that
+#   fails or returns unusable masks leaves those objects to depth alone, and the notes say so.
 # * Intrinsics from camera_info (scaled when it describes another resolution of the same camera);
 #   without usable camera_info, model.fallback_hfov_deg, and the answer text says so.
 
