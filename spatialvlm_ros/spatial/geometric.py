@@ -34,7 +34,8 @@ from spatialvlm_ros.spatial import geometry as geo
 from spatialvlm_ros.spatial.distance_text import format_distance
 from spatialvlm_ros.spatial.estimator import Estimate, Frame, Intrinsics, ModelConfig, SpatialQuery
 
-__all__ = ["Detection", "DepthModel", "Detector", "GeometricEstimator", "SAME_OBJECT_IOU"]
+__all__ = ["Detection", "DepthModel", "Detector", "FrameObjects", "GeometricEstimator", "MeasuredObject",
+           "SAME_OBJECT_IOU"]
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +346,45 @@ class GeometricEstimator:
             text += " (Camera intrinsics were assumed: no usable camera_info.)"
         return Estimate(query, float(value), [text], [float(value)], None, {**self._base_details(w), **details})
 
+    # ------------------------------------------------------------------ every object of a frame
+    def measure_objects(self, frames: Sequence[Frame],
+                        descriptions: Sequence[Sequence[str]]) -> list[FrameObjects]:
+        """Every detection (score >= model.detector_threshold) of each frame's descriptions, measured the
+        way queries are (same depth, intrinsics, floor frame, segmentation and caches): the data engine's
+        view of a frame. Duplicate boxes of one description (IoU >= OTHER_OBJECT_IOU) keep the best; a
+        box found for two descriptions (IoU >= SAME_OBJECT_IOU) keeps the higher-scoring description.
+        """
+        work = [_FrameWork(frame, list(dict.fromkeys(descs))) for frame, descs in
+                zip(frames, descriptions, strict=True)]
+        for w in work:
+            self._prepare(w)
+        self._estimate_depth([w for w in work if w.problem is None and w.depth_m is None])
+        self._detect([w for w in work if w.problem is None and w.descriptions])
+        out = []
+        for w in work:
+            if w.problem is not None:
+                out.append(FrameObjects([], None, {}, w.problem))
+                continue
+            kept: list[tuple[str, Detection]] = []
+            threshold = self.config.detector_threshold
+            ranked = sorted(((c.score, d, c) for d in w.descriptions for c in w.candidates.get(d, [])
+                             if c.score >= threshold), key=lambda t: -t[0])
+            for _, desc, cand in ranked:
+                if any(geo.box_iou(cand.box, k.box) >= (OTHER_OBJECT_IOU if d == desc else SAME_OBJECT_IOU)
+                       for d, k in kept):
+                    continue
+                kept.append((desc, cand))
+            objects = []
+            for desc, det in kept:
+                try:
+                    objects.append(MeasuredObject(desc, det, self._measure(w, det)))
+                except geo.GeometryError as exc:
+                    objects.append(MeasuredObject(desc, det, None, str(exc)))
+            if not objects and w.frame3d is None and w.depth_m is not None:
+                self._ensure_3d(w)
+            out.append(FrameObjects(objects, w.frame3d, self._base_details(w)))
+        return out
+
     def _base_details(self, w: _FrameWork) -> dict[str, Any]:
         return {
             "backend": self.backend,
@@ -355,6 +395,27 @@ class GeometricEstimator:
             "depth_noise_rel": None if w.points is None else round(w.noise_rel, 5),
             "notes": list(w.notes),
         }
+
+
+@dataclass
+class MeasuredObject:
+    """One detection of a description, measured in its frame's measurement frame (``geometry``), or
+    ``problem`` saying why it could not be measured (the detection still counts for ambiguity)."""
+
+    description: str
+    detection: Detection
+    geometry: geo.ObjectGeometry | None = None
+    problem: str | None = None
+
+
+@dataclass
+class FrameObjects:
+    """Every object found in one frame (``measure_objects``); ``problem``: the frame was not measured."""
+
+    objects: list[MeasuredObject]
+    frame3d: geo.MeasurementFrame | None
+    details: dict[str, Any]
+    problem: str | None = None
 
 
 def _objects_of(query: SpatialQuery) -> list[str]:
