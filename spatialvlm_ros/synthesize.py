@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel_group = p.add_argument_group("frame selection (0 turns a check off)")
     sel_group.add_argument("--min-sharpness", type=float, default=sel.min_sharpness, metavar="X",
                            help="variance of the Laplacian below which a frame is blurred (default %(default)s)")
+    sel_group.add_argument("--relative-sharpness", type=float, default=sel.relative_sharpness, metavar="X",
+                           help="a frame below this share of the median sharpness of its source's earlier "
+                           "frames is blurred too (default %(default)s)")
     sel_group.add_argument("--min-change", type=float, default=sel.min_change, metavar="X",
                            help="mean grey change from the last kept frame below which a frame is a "
                            "near-duplicate (0-255; default %(default)s)")
@@ -126,8 +129,8 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
             templates=TemplateSettings(args.position_margin, args.size_margin, args.min_quantity,
                                        qualitative_share=args.qualitative_share,
                                        questions_per_frame=args.questions_per_frame, kinds=args.kinds),
-            selection=SelectionSettings(args.min_sharpness, args.max_dark_share, args.max_bright_share,
-                                        args.min_change),
+            selection=SelectionSettings(args.min_sharpness, args.relative_sharpness, args.max_dark_share,
+                                        args.max_bright_share, args.min_change),
             image_topic=args.image_topic, depth_topic=args.depth_topic, camera_info_topic=args.camera_info_topic,
             every=args.every, batch_size=args.batch_size, seed=args.seed, image_format=args.image_format,
             model=model, force=args.force, progress=not args.no_progress and sys.stderr.isatty())

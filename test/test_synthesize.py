@@ -111,6 +111,16 @@ def test_frame_selection_rejects_blur_exposure_and_duplicates():
     assert dict(sel.counts) == {"kept": 2, "duplicate": 1, "blurred": 1, "underexposed": 1, "overexposed": 1}
 
 
+def test_blur_is_also_judged_against_the_sources_own_sharpness():
+    from spatialvlm_ros.spatial.vqa.selection import SelectionSettings
+
+    ep = domain_episode(np.random.default_rng(4), frames=7, hold_frames=0)
+    for relative, expected in ((0.5, "blurred"), (0.0, None)):
+        sel = FrameSelector(SelectionSettings(min_sharpness=0.0, relative_sharpness=relative, min_change=0.0))
+        assert all(sel.check(r.rgb) is None for r in ep.frames[:6])
+        assert sel.check(cv2.GaussianBlur(ep.frames[6].rgb, (0, 0), 3)) == expected
+
+
 def _measured(boxes_by_desc, frame_result):
     det = CategoryTruthDetector()
     det.register(frame_result)
@@ -310,3 +320,61 @@ def test_kinds_cover_the_paper_list():
                                       "wider_thinner", "bigger_smaller"}
     assert {"distance", "horizontal_distance", "vertical_distance", "gap", "width", "height",
             "direction"} <= set(KINDS)
+
+
+# ------------------------------------------------------------------------------------------ training on it
+
+def test_split_is_by_episode_never_by_frame(synthesized):
+    from spatialvlm_ros.training.vqa_data import load_vqa, split_by_source
+
+    out, by_name = synthesized
+    data = load_vqa([out])
+    assert set(data.sources()) == set(by_name)
+    train, held, names = split_by_source(data, 0.34)
+    assert len(names) == 1 and held and train
+    assert not {r.source for r in train} & {r.source for r in held}
+    assert {r.source for r in held} == set(names)
+    assert split_by_source(data, 0.34)[2] == names  # deterministic
+    train2, held2, names2 = split_by_source(data, 0.0, heldout=sorted(by_name)[:2])
+    assert names2 == sorted(by_name)[:2] and {r.source for r in train2} == {sorted(by_name)[2]}
+    with pytest.raises(ValueError, match="not in the data"):
+        split_by_source(data, 0.0, heldout=["episode_elsewhere"])
+
+
+def test_scoring_uses_the_papers_measures(synthesized):
+    from spatialvlm_ros.training.vqa_data import load_vqa
+    from spatialvlm_ros.training.vqa_eval import score_rows
+
+    rows = load_vqa([synthesized[0]]).rows
+    right = score_rows(rows, [r.answer for r in rows])
+    assert right["quantitative"]["within_10pct"] > 0.95 and right["quantitative"]["share_numeric"] == 1.0
+    assert right["qualitative"]["accuracy"] == 1.0 and right["direction"]["accuracy"] == 1.0
+    wrong = score_rows(rows, ["about 5 m" if r.answer_type == "metres" else
+                              ("No." if r.answer == "Yes." else "Yes.") if r.answer_type == "yes_no" else
+                              "At 6 o'clock." if r.answer == "At 12 o'clock." else "At 12 o'clock."
+                              if r.answer_type == "clock" else "I don't know." for r in rows])
+    assert wrong["quantitative"]["share_numeric"] == 1.0 and wrong["quantitative"]["within_2x"] == 0.0
+    assert wrong["qualitative"]["accuracy"] == 0.0 and wrong["direction"]["accuracy"] == 0.0
+
+
+def test_train_on_synthesized_data_evaluates_held_out_episodes(synthesized, tmp_path, capsys):
+    from spatialvlm_ros import train
+
+    out, by_name = synthesized
+    held = sorted(by_name)[0]
+    model = tmp_path / "model"
+    assert train.main([str(model), "--init", "builtin:tiny-spatial", "--data", str(out), "--heldout", held,
+                       "--steps", "2", "--batch-size", "4", "--synthetic-share", "0.5", "--quiet"]) == 0
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["data_split"]["heldout_sources"] == [held]
+    n_held = sum(1 for r in read_table(out, columns=["source"]).column("source").to_pylist() if r == held)
+    assert metrics["before"]["n"] == metrics["after"]["n"] == n_held
+    for name in ("before", "after"):
+        assert {"share_numeric", "within_2x", "within_10pct"} <= set(metrics[name]["quantitative"])
+        assert "accuracy" in metrics[name]["qualitative"]
+    assert (model / "config.json").is_file()
+    assert "held-out episodes" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--init"):
+        train.main([str(tmp_path / "m2"), "--data", str(out)])
+    with pytest.raises(SystemExit, match="no spatialvlm_synthesize dataset|holds no"):
+        train.main([str(tmp_path / "m3"), "--init", "builtin:tiny-spatial", "--data", str(tmp_path)])
