@@ -378,3 +378,24 @@ def test_train_on_synthesized_data_evaluates_held_out_episodes(synthesized, tmp_
         train.main([str(tmp_path / "m2"), "--data", str(out)])
     with pytest.raises(SystemExit, match="no spatialvlm_synthesize dataset|holds no"):
         train.main([str(tmp_path / "m3"), "--init", "builtin:tiny-spatial", "--data", str(tmp_path)])
+
+
+def test_configured_backend_with_real_tiny_models_and_a_missing_one(tmp_path, capsys):
+    """main() with the configured geometric backend (tiny random OWLv2 and Depth Anything checkpoints,
+    loaded by from_pretrained): it runs to the end; a missing model is exit 3."""
+    from spatialvlm_ros.tiny_models import build_tiny_depth_anything, build_tiny_owlv2
+
+    owl, depth = build_tiny_owlv2(tmp_path / "owl"), build_tiny_depth_anything(tmp_path / "da")
+    ep = _episodes(1, frames=2, seed=9)[0]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, r in enumerate(ep.frames):
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(r.rgb, cv2.COLOR_RGB2BGR))
+    common = [str(folder), "-o", str(tmp_path / "out"), "--objects", "pink box", "lime cylinder",
+              "--min-change", "0", "--model.device", "cpu", "--no-progress"]
+    assert cli.main([*common, "--model.detector", str(owl), "--model.depth_model", str(depth)]) == cli.EXIT_OK
+    assert "photos: 2 frames, 2 kept" in capsys.readouterr().out
+    assert (tmp_path / "out" / "README.md").is_file()
+    assert cli.main([*common, "--force", "--model.detector", str(tmp_path / "no_such_model"),
+                     "--model.depth_model", str(depth)]) == cli.EXIT_MODEL
+    assert "could not be loaded" in capsys.readouterr().err

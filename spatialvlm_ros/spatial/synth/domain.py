@@ -52,7 +52,8 @@ def _object(rng: np.random.Generator, colour: str, shape: str, xy: tuple[float, 
     rgb = DOMAIN_COLOURS[colour]
     description = f"the {colour} {shape}{suffix}"
     if shape == "box":
-        # Long boxes lying along the camera's x axis (within 15 degrees): their width is the long side.
+        # Long boxes turned up to 15 degrees; as the camera pans, the side facing it (the width) may be the
+        # long or the short one.
         size = (float(rng.uniform(0.08, 0.14)), float(rng.uniform(0.035, 0.06)), float(rng.uniform(0.03, 0.08)))
         solid = Box((xy[0], xy[1], size[2] / 2), size, float(rng.uniform(-0.26, 0.26)))
     else:

@@ -4,7 +4,8 @@ of each question from the scene definition, to check synthesized answers against
 Objects are matched to the scene by their pixel box (the detector stand-ins return true boxes), so two
 objects of one category are told apart as the row names them. The measurement frame's axes are taken
 from the camera as the geometric backend lays them onto a floor: lateral = the camera's x axis,
-forward = its optical axis laid onto the table, up = the table's normal.
+forward = its optical axis laid onto the table, up = the table's normal. Width is the footprint side
+facing the camera, as ``geometry.py`` defines it (a long box seen end-on is narrow).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from spatialvlm_ros.spatial.geometry import box_iou
 from spatialvlm_ros.spatial.synth.geometry_truth import true_box
 from spatialvlm_ros.spatial.synth.render import RenderResult
 from spatialvlm_ros.spatial.synth.scene import SceneObject
+from spatialvlm_ros.spatial.synth.shapes import Box
 from spatialvlm_ros.spatial.vqa.templates import PREDICATES, clock_hour
 
 __all__ = ["RowTruth", "row_truth"]
@@ -49,6 +51,17 @@ def _axes(result: RenderResult) -> tuple[np.ndarray, np.ndarray]:
     return lateral, forward / np.linalg.norm(forward)
 
 
+def _width(obj: SceneObject, result: RenderResult) -> float:
+    """The footprint side facing the camera (the side nearer the camera's lateral axis), as the geometric
+    backend defines an object's width; a cylinder's diameter."""
+    if not isinstance(obj.solid, Box):
+        return float(obj.width)
+    lateral, _ = _axes(result)
+    along_x = np.array([math.cos(obj.solid.yaw), math.sin(obj.solid.yaw), 0.0])
+    cos = abs(float(along_x @ lateral))
+    return float(obj.size[0] if cos >= math.sqrt(0.5) else obj.size[1])
+
+
 def _measure(kind: str, obj: SceneObject, result: RenderResult) -> float:
     lateral, forward = _axes(result)
     c = obj.centre
@@ -59,7 +72,7 @@ def _measure(kind: str, obj: SceneObject, result: RenderResult) -> float:
         "front_behind": -float(c @ forward),
         "closer": -float(np.linalg.norm(result.camera.world_to_camera(c))),
         "taller_shorter": float(size[2]),
-        "wider_thinner": float(obj.width),
+        "wider_thinner": _width(obj, result),
         "bigger_smaller": float(size[0] * size[1] * size[2]),
     }[kind]
 
@@ -67,7 +80,7 @@ def _measure(kind: str, obj: SceneObject, result: RenderResult) -> float:
 def _metric_truth(kind: str, objs: list[SceneObject], result: RenderResult) -> float:
     lateral, forward = _axes(result)
     if kind == "width":
-        return float(objs[0].width)
+        return _width(objs[0], result)
     if kind == "height":
         return float(objs[0].size[2])
     a, b = objs
