@@ -262,6 +262,7 @@ class Synthesizer:
         detector = getattr(getattr(estimator, "detector", None), "name", "")
         depth_model = getattr(getattr(estimator, "depth_model", None), "name", "") or ""
         rows: list[dict[str, Any]] = []
+        settings_hash = s.settings_hash()
         for record, m in zip(batch, measured, strict=True):
             if m.problem is not None or m.frame3d is None:
                 counts["not_measured"] += 1
@@ -280,7 +281,7 @@ class Synthesizer:
             assert record.frame is not None
             image = {"bytes": _encode(record.frame.rgb, s.image_format), "path": None}
             for i, q in enumerate(questions):
-                rows.append(row_for(q, i, image, source, record, m, detector, depth_model, s.settings_hash()))
+                rows.append(row_for(q, i, image, source, record, m, detector, depth_model, settings_hash))
             counts["questions"] += len(questions)
         return rows
 
