@@ -35,6 +35,7 @@ setup(
             "spatialvlm_make_tiny_model = spatialvlm_ros.tiny_models:main",
             "spatialvlm_train = spatialvlm_ros.train:main",
             "spatialvlm_annotate = spatialvlm_ros.annotate:main",
+            "spatialvlm_synthesize = spatialvlm_ros.synthesize:main",
         ],
     },
 )

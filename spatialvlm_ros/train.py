@@ -16,6 +16,13 @@ the model folder) exactly where it stopped. The model folder holds a plain trans
     spatialvlm_train spatialvlm_ros/models/tiny_spatial_qwen      # the shipped model (about 21 min, 2 cores)
     spatialvlm_train out/qwen7b-spatial --init Qwen/Qwen2.5-VL-7B-Instruct --lora-rank 16 \\
         --unfreeze-vision --steps 2000 --batch-size 8 --lr 1e-4 --device cuda
+
+With ``--data DIR [DIR ...]`` the questions come from datasets written by ``spatialvlm_synthesize``
+(the robot's own episodes) instead of the renderer, optionally mixed with rendered scenes
+(``--synthetic-share``); whole episodes are held out (``--heldout-share`` / ``--heldout``) and the
+model is evaluated on them before and after training with SpatialVLM's measures:
+
+    spatialvlm_train out/tiny-own --init builtin:tiny-spatial --data ~/spatial_vqa --steps 300
 """
 
 from __future__ import annotations
@@ -124,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-only", action="store_true", help="evaluate OUT_DIR (already trained) and write metrics")
     p.add_argument("--no-eval", action="store_true", help="train and save, do not evaluate")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    d = p.add_argument_group("training on synthesized datasets (spatialvlm_synthesize)")
+    d.add_argument("--data", nargs="+", type=Path, default=None, metavar="DIR",
+                   help="dataset directories to train on (needs --init: fine-tuning)")
+    d.add_argument("--synthetic-share", type=float, default=0.0, metavar="X",
+                   help="share of each batch drawn from the renderer's scenes (the original training "
+                   "mix, against forgetting; default 0)")
+    d.add_argument("--heldout-share", type=float, default=0.25, metavar="X",
+                   help="share of the sources (episodes) held out for evaluation, chosen by a hash of "
+                   "their names (default 0.25; never split by frame)")
+    d.add_argument("--heldout", nargs="+", default=(), metavar="SOURCE",
+                   help="hold out exactly these sources (episode directory names) instead")
     return p
 
 
@@ -171,6 +189,28 @@ class Trainer:
                              "come from the same region coverage")
         if args.render_size is None:
             args.render_size = (224, 168) if self.scratch else (640, 480)
+        self.data_split: dict[str, Any] | None = None
+        self.vqa_batches = None
+        if args.data:
+            if self.scratch:
+                raise SystemExit("--data fine-tunes an existing checkpoint: give --init MODEL (for example "
+                                 "builtin:tiny-spatial)")
+            if max(args.aux_weight, args.answer_aux_weight, args.grounding_weight) > 0:
+                raise SystemExit("--data rows carry no rendered frames: the auxiliary losses need "
+                                 "--aux-weight 0 --answer-aux-weight 0 --grounding-weight 0")
+            if not 0 <= args.synthetic_share <= 1 or not 0 <= args.heldout_share < 1:
+                raise SystemExit("--synthetic-share must be within [0, 1] and --heldout-share within [0, 1)")
+            from spatialvlm_ros.training.vqa_data import VQABatches, load_vqa, split_by_source
+
+            try:
+                data = load_vqa(args.data)
+                train_rows, held_rows, held = split_by_source(data, args.heldout_share, args.heldout)
+                self.vqa_batches = VQABatches(train_rows, args.seed, args.synthetic_share, args.render_size, args.mix)
+            except (FileNotFoundError, ValueError) as exc:
+                raise SystemExit(f"--data: {exc}") from exc
+            self.heldout_rows = held_rows
+            self.data_split = {"sources": data.sources(), "heldout_sources": held, "train_rows": len(train_rows),
+                               "heldout_rows": len(held_rows)}
         if args.steps < 1 or args.batch_size < 1:
             raise SystemExit("--steps and --batch-size must be at least 1")
         if args.lora_rank and self.scratch:
@@ -238,6 +278,9 @@ class Trainer:
         args = self.args
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        from spatialvlm_ros.models import resolve_model_name
+
+        args.init = resolve_model_name(args.init)
         processor = AutoProcessor.from_pretrained(args.init)
         if getattr(processor, "image_processor", None) is None:
             raise SystemExit(f"{args.init!r} has no image processor: not an image-text-to-text checkpoint")
@@ -281,7 +324,7 @@ class Trainer:
         model_state = {k: v for k, v in self.model.state_dict().items() if self.scratch or k in trainable}
         state = {
             "step": self.step,
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()},
+            "args": {k: _json_safe(v) for k, v in vars(self.args).items()},
             "model": model_state,
             "head": self.head.state_dict() if self.head is not None else None,
             "answer_head": self.answer_head.state_dict() if self.answer_head is not None else None,
@@ -299,9 +342,9 @@ class Trainer:
         torch = self.torch
         state = torch.load(self.state_path, map_location=self.device, weights_only=False)
         for key in ("init", "seed", "batch_size", "steps", "aux_weight", "answer_aux_weight", "grounding_weight",
-                    "lora_rank", "unfreeze_vision"):
+                    "lora_rank", "unfreeze_vision", "data", "synthetic_share", "heldout_share"):
             saved = state["args"].get(key)
-            if saved != getattr(self.args, key):
+            if saved != _json_safe(getattr(self.args, key)):
                 raise SystemExit(f"cannot resume: --{key.replace('_', '-')} was {saved!r} in the saved run, "
                                  f"now {getattr(self.args, key)!r}")
         missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
@@ -320,6 +363,8 @@ class Trainer:
     # -- training ------------------------------------------------------------------------------------
 
     def _batch(self, step: int) -> dict[str, Any]:
+        if self.vqa_batches is not None:
+            return self.collator(self.vqa_batches.batch(step, self.args.batch_size))
         from spatialvlm_ros.training.data import training_batch
 
         samples = training_batch(self.args.seed, step, self.args.batch_size, self.args.mix,
@@ -445,6 +490,37 @@ def run_evaluation(args: argparse.Namespace, model_dir: Path, device: str) -> di
         estimator.close()
 
 
+def run_data_evaluation(trainer: Trainer, model_dir: Path) -> dict[str, Any]:
+    """The held-out episodes of --data, answered by the starting checkpoint and by the trained one."""
+    from spatialvlm_ros.spatial.estimator import ModelConfig, build_estimator
+    from spatialvlm_ros.training.vqa_eval import evaluate_rows
+
+    rows = getattr(trainer, "heldout_rows", [])
+    out: dict[str, Any] = {"data_split": trainer.data_split}
+    if not rows:
+        print("no held-out episodes (one source only, or --heldout-share 0): nothing evaluated", flush=True)
+        return out
+    for name, path in (("before", trainer.args.init), ("after", str(model_dir))):
+        estimator = build_estimator(ModelConfig(name_or_path=path, device=trainer.device, max_new_tokens=24))
+        estimator.max_batch_size = 32
+        try:
+            out[name] = evaluate_rows(estimator, rows, show_progress=not trainer.args.quiet)
+        finally:
+            estimator.close()
+    return out
+
+
+def print_data_report(metrics: dict[str, Any]) -> None:
+    from spatialvlm_ros.training.vqa_eval import format_report
+
+    split = metrics.get("data_split") or {}
+    print(f"held-out episodes ({', '.join(split.get('heldout_sources', [])) or 'none'}; "
+          f"{split.get('heldout_rows', 0)} questions), truth = the synthesized values:")
+    for name in ("before", "after"):
+        if name in metrics:
+            print("  " + format_report(name, metrics[name]))
+
+
 def print_report(metrics: dict[str, Any]) -> None:
     held = metrics["heldout"]
     print("held-out questions (truth from the scene definition; answers parsed with parse_distance):")
@@ -466,6 +542,8 @@ def print_report(metrics: dict[str, Any]) -> None:
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -507,7 +585,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_eval:
         return 0
     t0 = time.monotonic()
-    metrics = run_evaluation(args, out_dir, trainer.device)
+    if args.data:
+        metrics = run_data_evaluation(trainer, out_dir)
+    else:
+        metrics = run_evaluation(args, out_dir, trainer.device)
     previous = {}
     if args.eval_only and (out_dir / "metrics.json").is_file():
         previous = json.loads((out_dir / "metrics.json").read_text()).get("training", {})
@@ -515,14 +596,17 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(out_dir),
         "command": "spatialvlm_train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "training": info or previous,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: _json_safe(v) for k, v in vars(args).items()},
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "device": trainer.device},
         "eval_time_s": round(time.monotonic() - t0, 1),
         **metrics,
     }
     (out_dir / "metrics.json").write_text(json.dumps(_json_safe(report), indent=2) + "\n")
-    print_report(metrics)
+    if args.data:
+        print_data_report(metrics)
+    else:
+        print_report(metrics)
     print(f"metrics written to {out_dir / 'metrics.json'}")
     return 0
 

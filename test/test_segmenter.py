@@ -92,6 +92,26 @@ def test_segmenter_stand_in_answers_as_well_as_true_masks(scene):
     assert plain.details["objects"]["a"]["segmentation"]["mask_source"] == "box"
 
 
+def test_the_data_engines_view_of_a_frame_uses_the_segmenter_too(scene):
+    # measure_objects (spatialvlm_synthesize's stage) goes through the same segmentation as answers.
+    s, result, _ = scene
+    detector = SceneTruthDetector()
+    detector.register(result)
+    segmenter = TrueMaskSegmenter(max_px=2, seed=1)
+    segmenter.register(result)
+    estimator = GeometricEstimator(TOPIC, detector=detector, segmenter=segmenter)
+    names = [o.description for o in s.objects]
+    (found,) = estimator.measure_objects([frame_of(result)], [names])
+    assert found.problem is None and found.frame3d is not None and found.frame3d.on_floor
+    assert sorted(m.description for m in found.objects) == sorted(names)
+    for m in found.objects:
+        truth = next(o for o in s.objects if o.description == m.description)
+        assert m.problem is None and m.segmentation["mask_source"] == "segmenter"
+        assert within(m.geometry.height_m, truth.size[2])
+    plain = GeometricEstimator(TOPIC, detector=detector).measure_objects([frame_of(result)], [names])[0]
+    assert {m.segmentation["mask_source"] for m in plain.objects} == {"box"}
+
+
 class BrokenSegmenter:
     name = "broken (test stand-in)"
 

@@ -38,7 +38,8 @@ from spatialvlm_ros.spatial.distance_text import format_distance
 from spatialvlm_ros.spatial.estimator import Estimate, Frame, Intrinsics, ModelConfig, SpatialQuery
 from spatialvlm_ros.spatial.segmentation import DEFAULT_SETTINGS, FrameGeometry, SegmentationSettings
 
-__all__ = ["Detection", "DepthModel", "Detector", "GeometricEstimator", "SAME_OBJECT_IOU", "Segmenter"]
+__all__ = ["Detection", "DepthModel", "Detector", "FrameObjects", "GeometricEstimator", "MeasuredObject",
+           "SAME_OBJECT_IOU", "Segmenter"]
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +333,10 @@ class GeometricEstimator:
                            "camera's x-z plane), centres are those of the visible surfaces")
         return w.geometry
 
-    def _measure(self, w: _FrameWork, det: Detection) -> tuple[geo.ObjectGeometry, dict[str, Any]]:
+    def _measure(self, w: _FrameWork, det: Detection,
+                 objects: Sequence[Detection] | None = None) -> tuple[geo.ObjectGeometry, dict[str, Any]]:
+        """``objects``: the frame's objects whose boxes compete for pixels (default: the best detection of
+        each description)."""
         key = det.box
         cached = w.measured.get(key)
         if isinstance(cached, str):
@@ -347,7 +351,7 @@ class GeometricEstimator:
             mask, source = w.masks.get(key), "segmenter"
         if mask is None:
             source = "box"
-        others = [d.box for d in self._chosen(w) if d.box != key]
+        others = [d.box for d in (self._chosen(w) if objects is None else objects) if d.box != key]
         try:
             measured, obj = fg.measure(det.box, mask, others, mask_source=source)
         except geo.GeometryError as exc:
@@ -409,6 +413,50 @@ class GeometricEstimator:
             text += " (Camera intrinsics were assumed: no usable camera_info.)"
         return Estimate(query, float(value), [text], [float(value)], None, {**self._base_details(w), **details})
 
+    # ------------------------------------------------------------------ every object of a frame
+    def measure_objects(self, frames: Sequence[Frame],
+                        descriptions: Sequence[Sequence[str]]) -> list[FrameObjects]:
+        """Every detection (score >= model.detector_threshold) of each frame's descriptions, measured the
+        way queries are (same depth, intrinsics, floor frame, segmentation and caches): the data engine's
+        view of a frame. Duplicate boxes of one description (IoU >= OTHER_OBJECT_IOU) keep the best; a
+        box found for two descriptions (IoU >= SAME_OBJECT_IOU) keeps the higher-scoring description.
+        """
+        work = [_FrameWork(frame, list(dict.fromkeys(descs))) for frame, descs in
+                zip(frames, descriptions, strict=True)]
+        for w in work:
+            self._prepare(w)
+        self._estimate_depth([w for w in work if w.problem is None and w.depth_m is None])
+        self._detect([w for w in work if w.problem is None and w.descriptions])
+        out = []
+        for w in work:
+            if w.problem is not None:
+                out.append(FrameObjects([], None, {}, w.problem))
+                continue
+            kept: list[tuple[str, Detection]] = []
+            threshold = self.config.detector_threshold
+            ranked = sorted(((c.score, d, c) for d in w.descriptions for c in w.candidates.get(d, [])
+                             if c.score >= threshold), key=lambda t: -t[0])
+            for _, desc, cand in ranked:
+                if any(geo.box_iou(cand.box, k.box) >= (OTHER_OBJECT_IOU if d == desc else SAME_OBJECT_IOU)
+                       for d, k in kept):
+                    continue
+                kept.append((desc, cand))
+            if self.segmenter is not None:
+                self._segment([w], [[det.box for _, det in kept if det.mask is None]])
+            dets = [det for _, det in kept]
+            objects = []
+            for desc, det in kept:
+                try:
+                    geometry, segmentation = self._measure(w, det, dets)
+                    objects.append(MeasuredObject(desc, det, geometry, segmentation=segmentation))
+                except geo.GeometryError as exc:
+                    objects.append(MeasuredObject(desc, det, None, str(exc)))
+            if w.geometry is None and w.depth_m is not None:
+                self._ensure_3d(w)
+            out.append(FrameObjects(objects, None if w.geometry is None else w.geometry.frame,
+                                    self._base_details(w)))
+        return out
+
     def _base_details(self, w: _FrameWork) -> dict[str, Any]:
         g = w.geometry
         return {
@@ -420,6 +468,29 @@ class GeometricEstimator:
             "depth_noise_rel": None if g is None else round(g.noise_rel, 5),
             "notes": list(w.notes),
         }
+
+
+@dataclass
+class MeasuredObject:
+    """One detection of a description, measured in its frame's measurement frame (``geometry``), or
+    ``problem`` saying why it could not be measured (the detection still counts for ambiguity)."""
+
+    description: str
+    detection: Detection
+    geometry: geo.ObjectGeometry | None = None
+    problem: str | None = None
+    # How the object's points were chosen (mask source, pixels kept and rejected), as in an answer's details.
+    segmentation: dict[str, Any] | None = None
+
+
+@dataclass
+class FrameObjects:
+    """Every object found in one frame (``measure_objects``); ``problem``: the frame was not measured."""
+
+    objects: list[MeasuredObject]
+    frame3d: geo.MeasurementFrame | None
+    details: dict[str, Any]
+    problem: str | None = None
 
 
 def _objects_of(query: SpatialQuery) -> list[str]:
