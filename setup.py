@@ -36,6 +36,7 @@ setup(
             "spatialvlm_train = spatialvlm_ros.train:main",
             "spatialvlm_annotate = spatialvlm_ros.annotate:main",
             "spatialvlm_synthesize = spatialvlm_ros.synthesize:main",
+            "spatialvlm_recover = spatialvlm_ros.recover:main",
         ],
     },
 )

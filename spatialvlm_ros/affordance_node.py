@@ -46,13 +46,14 @@ from spatialvlm_ros.spatial.affordance import (
 )
 from spatialvlm_ros.spatial.cross_check import cross_check_report
 from spatialvlm_ros.spatial.estimator import Estimator
+from spatialvlm_ros.spatial.stamp_sync import SyncPolicy
 
 NODE_NAME = "spatialvlm_affordance"
 # Answers can come in bursts (a flood of queries is refused at once, one answer each): keep them all.
 ANSWER_QUEUE_DEPTH = 100
 QUERY_QUEUE_DEPTH = 100
 # How long close() waits for an answer the model is still computing before giving up on it.
-WORKER_JOIN_TIMEOUT_S = 5.0
+WORKER_JOIN_TIMEOUT_S = 1.0  # then a log line says why shutdown waits
 
 
 @dataclass
@@ -137,7 +138,8 @@ class AffordanceNode(Node):
         self.create_service(Trigger, "check_gap", self._on_check_gap,
                             callback_group=MutuallyExclusiveCallbackGroup())
         self.camera = CameraInput(self, self.params["image_transport"], self._on_frame, self._on_bad_frame,
-                                  callback_group=MutuallyExclusiveCallbackGroup())
+                                  callback_group=MutuallyExclusiveCallbackGroup(),
+                                  sync=SyncPolicy.from_params(self.params.values))
         self._set_periodic_rate(self.params["publish_rate_hz"])
         self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
@@ -311,6 +313,7 @@ class AffordanceNode(Node):
         if problem is not None or item is None:
             self._deliver(pending, GapAnswer.refusal(problem or "no frame", query=query), item, now)
             return
+        self.camera.complete(item)  # joins the depth / camera_info stamped like this frame
         values = self.params.values
         try:
             questions = gap_queries(query, values["gap.question_template"])
@@ -361,7 +364,7 @@ class AffordanceNode(Node):
         )
         if pending.cross_check is not None:
             body["cross_check"] = pending.cross_check
-        if item is not None and item.depth_error and answer.gap_width_m is not None:
+        if item is not None and item.depth_error:
             body["warning"] = item.depth_error
         return body
 
@@ -403,8 +406,12 @@ class AffordanceNode(Node):
         """Stop the worker, answer what is still queued, free the model (called by main on the way out)."""
         self._closing = True
         self._stopping.set()
-        if self._worker.is_alive():
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(WORKER_JOIN_TIMEOUT_S)
+            if self._worker.is_alive():  # the model is freed below: never under a running call
+                self.get_logger().info("waiting for the model call in progress to finish "
+                                       "(Ctrl-C again to exit now)")
+                self._worker.join()
         while True:
             try:
                 pending = self._queue.get_nowait()

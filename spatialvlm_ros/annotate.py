@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spatialvlm_ros.params import MODEL_PARAMS, REWARD_PARAMS, ParamSpec
+from spatialvlm_ros.params import MODEL_PARAMS, REWARD_PARAMS, SYNC_PARAMS, ParamSpec
 from spatialvlm_ros.spatial.reward import REWARD_MODES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "with depth in its name, if any; '' for none")
     topics.add_argument("--camera-info-topic", default=None,
                         help="default: the CameraInfo topic beside the image topic, if any; '' for none")
+    for spec in SYNC_PARAMS:  # the nodes' sync.* parameters: the same depth joins a frame live and here
+        _add_spec(topics, spec)
     run = parser.add_argument_group("how")
     run.add_argument("--every", type=int, default=1, metavar="K", help="annotate every K-th frame (default: 1, all)")
     run.add_argument("--batch-size", type=int, default=8, metavar="N",
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     """Validate against the parameter specs; returns the model.* values."""
     values = vars(args)
-    specs = [*MODEL_PARAMS, *_SHAPING_PARAMS, REWARD_PARAMS["gripper_description"],
+    specs = [*MODEL_PARAMS, *_SHAPING_PARAMS, *SYNC_PARAMS, REWARD_PARAMS["gripper_description"],
              REWARD_PARAMS["question_template"], REWARD_PARAMS["samples_per_frame"]]
     for spec in specs:
         reason = spec.validate(values[spec.name])
@@ -162,8 +164,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, model_values
     from spatialvlm_ros.spatial.annotation import AnnotateSettings, Annotator, EpisodeFailure, find_episodes
     from spatialvlm_ros.spatial.estimator import ModelConfig, ModelLoadError, build_estimator
     from spatialvlm_ros.spatial.reward import RewardConfig
+    from spatialvlm_ros.spatial.stamp_sync import SyncPolicy
 
     try:
+        sync = SyncPolicy.from_params(vars(args))
         model_config = ModelConfig.from_params(model_values)
         shaping = RewardConfig(**{p.name[len("reward."):]: getattr(args, p.name) for p in _SHAPING_PARAMS})
     except (TypeError, ValueError) as exc:
@@ -181,7 +185,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, model_values
         samples=values["samples_per_frame"], every=args.every, batch_size=args.batch_size, shaping=shaping,
         reward_modes=tuple(dict.fromkeys(values["reward.modes"])), output_dir=args.output,
         force=args.force, checkpoint_every=args.checkpoint_every,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=not args.no_progress and sys.stderr.isatty(), sync=sync,
     )
     annotator = Annotator(settings, lambda: build_estimator(model_config))
     failed: list[str] = []

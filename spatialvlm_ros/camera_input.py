@@ -1,7 +1,10 @@
 """Camera subscriptions shared by the nodes that look at frames: image (raw or compressed), camera_info, depth.
 
 Decodes each colour frame in the callback (microseconds for rgb8) so bad input is reported at once and
-never reaches the model; depth and intrinsics ride along as the newest ones seen.
+never reaches the model. Depth and camera_info are kept by header stamp and joined to a frame by
+``complete`` (on the worker, just before the model runs) with the same rule the annotator uses
+(``spatial/stamp_sync.py``): a depth image stamped within ``sync.slop_s`` of the frame and arrived
+within ``sync.max_age_s`` of it, or none, and the frame says why (``depth_error``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from spatialvlm_ros.spatial.imaging import (
     rgb_from_compressed_msg,
     rgb_from_image_msg,
 )
+from spatialvlm_ros.spatial.stamp_sync import StampedBuffer, SyncPolicy
 
 
 @dataclass
@@ -34,18 +38,25 @@ class CameraFrame:
     frame: Frame
     header: Any  # std_msgs/Header of the source image
     received_monotonic_s: float
-    depth_error: str | None = None
+    depth_error: str | None = None  # why depth / camera_info were not used (set by complete())
+    received_ns: int = 0  # arrival by the node's clock (the clock depth arrivals are compared on)
+    completed: bool = False
 
 
 def stamp_dict(header: Any) -> dict[str, int]:
     return {"sec": int(header.stamp.sec), "nanosec": int(header.stamp.nanosec)}
 
 
+def stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 class CameraInput:
     """Subscribes ``image`` or ``image/compressed`` (+ ``camera_info``, ``depth``) on ``node``.
 
     ``on_frame(CameraFrame)`` gets each good frame; ``on_bad(header, reason)`` each frame that could
-    not be decoded. Both run on the executor thread and must be quick.
+    not be decoded. Both run on the executor thread and must be quick. The consumer calls
+    ``complete(frame)`` before using a frame: it joins the matching depth and intrinsics.
     """
 
     def __init__(
@@ -56,12 +67,17 @@ class CameraInput:
         on_bad: Callable[[Any, str], None],
         callback_group: CallbackGroup | None = None,
         image_queue_depth: int = 1,
+        sync: SyncPolicy | None = None,
     ) -> None:
         self._on_frame = on_frame
         self._on_bad = on_bad
-        self._lock = threading.Lock()
-        self._camera_info: CameraInfo | None = None
-        self._depth: Image | None = None
+        self._clock = node.get_clock()
+        self.sync = sync or SyncPolicy()
+        self._lock = threading.Lock()  # one complete() at a time per frame
+        # Kept for matching: at least as many as frames may wait for the worker (frame_policy every).
+        history = max(64, image_queue_depth + 32)
+        self._camera_info: StampedBuffer[CameraInfo] = StampedBuffer(history)
+        self._depth: StampedBuffer[Image] = StampedBuffer(history)
         self.received = 0
         self.bad = 0
         # Depth 1 for a camera (only the newest frame is used); deeper for frame_policy every, so that a
@@ -80,13 +96,14 @@ class CameraInput:
         node.create_subscription(Image, "depth", self._on_depth, CAMERA_QOS,
                                  callback_group=callback_group)
 
+    def _now_ns(self) -> int:
+        return self._clock.now().nanoseconds
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        with self._lock:
-            self._camera_info = msg
+        self._camera_info.add(stamp_ns(msg.header), self._now_ns(), msg)
 
     def _on_depth(self, msg: Image) -> None:
-        with self._lock:
-            self._depth = msg
+        self._depth.add(stamp_ns(msg.header), self._now_ns(), msg)
 
     def _on_image(self, msg: Image) -> None:
         self._accept(msg.header, lambda: rgb_from_image_msg(msg))
@@ -102,19 +119,47 @@ class CameraInput:
             self.bad += 1
             self._on_bad(header, f"bad image: {exc}")
             return
+        self._on_frame(CameraFrame(Frame(rgb=rgb), header, time.monotonic(), received_ns=self._now_ns()))
+
+    def _wait_s(self, item: CameraFrame) -> float:
+        """What is left of the time a matching message may still arrive in (sync.max_age_s)."""
+        return max(0.0, self.sync.max_age_s - (self._now_ns() - item.received_ns) / 1e9)
+
+    def complete(self, item: CameraFrame) -> CameraFrame:
+        """Join the depth and camera_info stamped like ``item`` (waiting, at most until ``sync.max_age_s``
+        after the frame arrived, for ones still on their way); idempotent. Unmatched ones are not
+        used and ``item.depth_error`` says why."""
         with self._lock:
-            info, depth_msg = self._camera_info, self._depth
-        frame = Frame(rgb=rgb, intrinsics=intrinsics_from_camera_info(info) if info else None)
-        depth_error = None
-        if depth_msg is not None:
-            # Depth is decoded here (~0.15 ms) so a bad depth image is reported with its frame.
-            try:
-                depth_m = metres_from_depth_msg(depth_msg)
-                if depth_m.shape != rgb.shape[:2]:
-                    depth_error = (f"depth {depth_m.shape[1]}x{depth_m.shape[0]} is not aligned with "
-                                   f"image {rgb.shape[1]}x{rgb.shape[0]}; depth ignored")
-                else:
-                    frame.depth_m = depth_m
-            except ImageDecodeError as exc:
-                depth_error = f"bad depth image, ignored: {exc}"
-        self._on_frame(CameraFrame(frame, header, time.monotonic(), depth_error))
+            if item.completed:
+                return item
+            policy, frame = self.sync, item.frame
+            stamp = stamp_ns(item.header)
+            notes = []
+            if policy.camera_info_static:
+                info = self._camera_info.newest()
+            else:
+                info_match = self._camera_info.wait_match(stamp, item.received_ns, policy, "camera_info",
+                                                          self._now_ns, self._wait_s(item))
+                info = info_match.value
+                if info_match.reason:
+                    notes.append(info_match.reason)
+            frame.intrinsics = intrinsics_from_camera_info(info) if info is not None else None
+            depth_match = self._depth.wait_match(stamp, item.received_ns, policy, "depth", self._now_ns,
+                                                 self._wait_s(item))
+            if depth_match.reason:
+                notes.append(depth_match.reason)
+            if depth_match.value is not None:
+                # Decoded here, on the worker (~0.15 ms), and only for frames the model will see.
+                try:
+                    depth_m = metres_from_depth_msg(depth_match.value)
+                    rgb = frame.rgb
+                    if depth_m.shape != rgb.shape[:2]:
+                        notes.append(f"depth {depth_m.shape[1]}x{depth_m.shape[0]} is not aligned with "
+                                     f"image {rgb.shape[1]}x{rgb.shape[0]}; depth ignored")
+                    else:
+                        frame.depth_m = depth_m
+                except ImageDecodeError as exc:
+                    notes.append(f"bad depth image, ignored: {exc}")
+            item.depth_error = "; ".join(notes) or None
+            item.completed = True
+            return item

@@ -180,6 +180,55 @@ class MultiThreadedExecutor(rclpy_executors.MultiThreadedExecutor):
                 future.result()  # raise any exceptions, as rclpy does
 
 
+class ShutdownSignals:
+    """SIGINT/SIGTERM for run_nodes: the first asks for an orderly stop, a second one forces exit.
+
+    rclpy's own handlers shut the context down at once, under the nodes' feet: a worker thread in
+    the middle of a model call then publishes into a dead context (``RCLError: publisher's context is
+    invalid``) and the model can be freed while it runs. Here the signal only sets ``requested``;
+    run_nodes then stops the nodes' workers, closes the nodes (which free their models last) and
+    only then shuts rclpy down. A second signal while that waits (a long model call) exits at once
+    with 128 + the signal number.
+    """
+
+    FORCED_EXIT_CODE = 128
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import os
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.requested.is_set():
+            os.write(2, f"[spatialvlm_ros] second {name}: exiting now, without waiting for the "
+                        "model call in progress\n".encode())
+            os._exit(self.FORCED_EXIT_CODE + signum)
+        self.signal_name = name
+        self.requested.set()
+
+
+# How often the main thread looks up from spinning for a stop request: the bound on how long a
+# SIGINT waits before shutdown starts.
+SHUTDOWN_POLL_S = 0.02
+
+
 def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
     """init -> spin -> clean up; returns the process exit code (2: start-up failed).
 
@@ -187,39 +236,58 @@ def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
     1 a SingleThreadedExecutor, for nodes whose callbacks are all quick (the recorder: rclpy's
     multi-threaded executor costs it about four times the CPU for the same messages).
     Each node may define ``close()``; it is called on the way out whatever ended the spin
-    (Ctrl-C, SIGTERM via rclpy's signal handling, an exception), so open files are finished.
+    (Ctrl-C, SIGTERM, an exception), while the ROS context is still up, so a worker can finish
+    its frame, models are freed after their workers stopped, and open files are finished.
     """
-    rclpy.init()
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    signals = ShutdownSignals()
+    signals.install()
     nodes: list[Node] = []
     code = 0
+    executor: Any = None
     try:
         for factory in factories:
+            if signals.requested.is_set():
+                break
             nodes.append(factory())
         executor = MultiThreadedExecutor(num_threads=num_threads) if num_threads > 1 \
             else SingleThreadedExecutor()
         for node in nodes:
             executor.add_node(node)
-        executor.spin()
+        while not signals.requested.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=SHUTDOWN_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as exc:
         logging.getLogger("spatialvlm_ros").error(str(exc))
         print(f"[spatialvlm_ros] start-up failed: {exc}", flush=True)
         code = 2
-    except Exception:
-        if rclpy.ok():
-            raise
-        # SIGINT/SIGTERM shut the context down under rclpy's feet (while creating a node or a wait
-        # set it raises RCLError instead of its shutdown exception): an ordinary shutdown.
     finally:
+        if signals.requested.is_set() and nodes:
+            _log_quietly(nodes[0], f"{signals.signal_name}: shutting down (again to force exit)")
+        # Nothing is dispatched any more; close() stops each worker and answers what waits (which
+        # releases service callbacks still running in the pool), then the executor is let go.
         for node in reversed(nodes):
             close = getattr(node, "close", None)
             if close is not None:
                 close()
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        for node in reversed(nodes):
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        signals.restore()
     return code
+
+
+def _log_quietly(node: Node, text: str) -> None:
+    try:
+        node.get_logger().info(text)
+    except Exception:  # noqa: BLE001 - logging must not stand in the way of shutting down
+        pass
 
 
 def load_estimators(node_name: str, values: dict[str, Any], estimator: Any = None,

@@ -172,6 +172,14 @@ MODEL_PARAMS: tuple[ParamSpec, ...] = (
         unit="px", min_value=0, max_value=16_777_216, read_only=True,
     ),
     ParamSpec(
+        "model.cpu_threads", 0,
+        "torch threads for a model on the CPU (0: all cores but one, at least one), so the node's "
+        "own threads keep a core for services, parameters and shutdown. Idle OpenMP threads sleep "
+        "(OMP_WAIT_POLICY=PASSIVE) unless OMP_WAIT_POLICY is set; OMP_NUM_THREADS is honoured when "
+        "this is 0.",
+        unit="threads", min_value=0, max_value=1024, read_only=True,
+    ),
+    ParamSpec(
         "model.max_new_tokens", 32, "Longest answer the model may generate.",
         unit="tokens", min_value=1, max_value=1024, read_only=True,
     ),
@@ -252,6 +260,31 @@ IMAGE_PARAMS: tuple[ParamSpec, ...] = (
     ),
 )
 
+# How depth and camera_info are joined to a colour frame (spatial/stamp_sync.py); the annotator's
+# command line takes the same options, so live and offline join the same depth to a frame.
+SYNC_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "sync.slop_s", 0.02,
+        "A depth image or camera_info belongs to a colour frame when its header stamp is within "
+        "this of the frame's (nearest wins); otherwise it is not used and the answer's warning says "
+        "so. Keep it below half the camera period so a neighbouring frame's depth never matches.",
+        unit="s", min_value=0.0, max_value=10.0, read_only=True,
+    ),
+    ParamSpec(
+        "sync.max_age_s", 0.5,
+        "A matching depth or camera_info must also arrive within this of the colour frame (either "
+        "way): a stalled or backed-up stream is not used. Live, a frame waits at most this long for "
+        "its depth, and only while the depth stream is publishing.",
+        unit="s", min_value=0.001, max_value=60.0, read_only=True,
+    ),
+    ParamSpec(
+        "sync.camera_info_static", False,
+        "The calibration never changes (camera_info published once, latched, or not restamped): use "
+        "the newest camera_info whatever its stamp.",
+        read_only=True,
+    ),
+)
+
 DIAGNOSTICS_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "diagnostics_period_s", 1.0, "How often rate, latency and drops go to /diagnostics.",
@@ -318,6 +351,7 @@ REWARD_PARAMS = ParamSet(
         ),
         cross_check_param("reward_info (cross_check)"),
         *IMAGE_PARAMS,
+        *SYNC_PARAMS,
         *DIAGNOSTICS_PARAMS,
         *MODEL_PARAMS,
     ),
@@ -389,6 +423,7 @@ AFFORDANCE_PARAMS = ParamSet(
         ),
         cross_check_param("the answer (cross_check)"),
         *IMAGE_PARAMS,
+        *SYNC_PARAMS,
         *DIAGNOSTICS_PARAMS,
         *MODEL_PARAMS,
     ),
@@ -441,6 +476,25 @@ RECORDER_PARAMS = ParamSet(
             "Bytes waiting for the disk, at most. Accepted messages are never dropped; a message "
             "that would exceed this is refused and counted in frames_dropped.",
             unit="MiB", min_value=16, max_value=65536, read_only=True,
+        ),
+        ParamSpec(
+            "flush_period_s", 1.0,
+            "At least this often the messages written so far are closed into an MCAP chunk and "
+            "fsync'ed: a recorder killed or a power cut loses at most about this much of the episode "
+            "(plus the chunk being written, up to 1 MiB), and spatialvlm_recover rebuilds the rest.",
+            unit="s", min_value=0.05, max_value=60.0, read_only=True,
+        ),
+        ParamSpec(
+            "compression", "none",
+            "MCAP chunk compression: none, lz4 (fast, like rosbag2's presets) or zstd (level 1, "
+            "smaller). Costs CPU on the writer thread; bench/recorder.py prints MB/s and ratio.",
+            choices=("none", "lz4", "zstd"), read_only=True,
+        ),
+        ParamSpec(
+            "recover_on_start", True,
+            "At start-up, rebuild episodes under output_dir left unfinalized by a recorder that was "
+            "killed or lost power (episode.yaml then says finalized: false, recovered: true).",
+            read_only=True,
         ),
     ),
 )

@@ -123,12 +123,27 @@ class RecorderNode(Node):
             self._params["topic_discovery_period_s"], self._discover,
             callback_group=self._ctl_group,
         )
+        if self._params["recover_on_start"]:
+            # In the background: a big cut-off episode takes seconds to rebuild; recording may start.
+            threading.Thread(target=self._recover_unfinalized, name="episode-recovery", daemon=True).start()
         self.get_logger().info(
             f"ready: service {self.resolve_service_name('record')} (true starts an episode under "
             f"{self._params['output_dir']}, false stops it); topics: {', '.join(self._topics)}"
         )
 
     # -- set-up -------------------------------------------------------------------------------
+
+    def _recover_unfinalized(self) -> None:
+        from spatialvlm_ros.spatial.recovery import recover_all
+
+        try:
+            for result in recover_all([self._params["output_dir"]]):
+                if result.status == "in use":  # being recorded (by us or another recorder)
+                    continue
+                text = f"recovery of an unfinalized episode: {result.summary()}"
+                (self.get_logger().info if result.status == "recovered" else self.get_logger().warning)(text)
+        except Exception as exc:  # noqa: BLE001 - recovery must never stop the recorder
+            self._throttled.warn("recovery", f"recovery of unfinalized episodes failed: {exc}")
 
     def _resolve_topics(self, names: list[str]) -> dict[str, _Topic]:
         if not names:
@@ -291,6 +306,8 @@ class RecorderNode(Node):
                 clock_ns=self._now_ns,
                 on_drop=self._on_drop,
                 on_finished=self._on_finished,
+                flush_period_s=float(values["flush_period_s"]),
+                compression=values["compression"],
             )
             specs = [t.spec for t in self._topics.values() if t.spec is not None]
             unrecorded = {

@@ -39,6 +39,7 @@ from spatialvlm_ros.spatial.fifo import make_handoff
 from spatialvlm_ros.spatial.latest import Worker
 from spatialvlm_ros.spatial.questions import distance_query
 from spatialvlm_ros.spatial.reward import RewardConfig, RewardShaper
+from spatialvlm_ros.spatial.stamp_sync import SyncPolicy
 
 NODE_NAME = "spatialvlm_reward"
 
@@ -80,7 +81,8 @@ class RewardNode(Node):
         every = self.params["frame_policy"] == "every"
         self.camera = CameraInput(self, self.params["image_transport"], self._on_frame, self._on_bad_frame,
                                   callback_group=MutuallyExclusiveCallbackGroup(),
-                                  image_queue_depth=self.params["frame_queue_size"] if every else 1)
+                                  image_queue_depth=self.params["frame_queue_size"] if every else 1,
+                                  sync=SyncPolicy.from_params(self.params.values))
         self._worker = Worker(self._slot, self._process, self._on_worker_error, name="reward-worker")
         self._worker.start()
         self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
@@ -167,6 +169,7 @@ class RewardNode(Node):
             item.header, status="estimator_error", error=self._last_error, latency_ms=round(latency_ms, 2)))))
 
     def _process(self, item: CameraFrame) -> None:
+        self.camera.complete(item)  # joins the depth / camera_info stamped like this frame
         with self._state_lock:
             query = self._query
         samples = self.params["samples_per_frame"]
@@ -196,14 +199,14 @@ class RewardNode(Node):
         else:
             info.update(distance_m=step.distance_m, raw_distance_m=step.raw_distance_m,
                         reward=step.reward, success=step.success)
-            if item.depth_error:
-                info["warning"] = item.depth_error
             self.reward_pub.publish(Float32(data=float(step.reward)))
             stamped = PointStamped(header=item.header)
             stamped.point.x, stamped.point.y, stamped.point.z = (
                 float(step.reward), float(step.distance_m), float(step.raw_distance_m))
             self.reward_stamped_pub.publish(stamped)
             self._published_times.append(time.monotonic())
+        if item.depth_error:
+            info["warning"] = item.depth_error
         self.info_pub.publish(String(data=to_json(info)))
 
     def _cross_check(self, item: CameraFrame, query: Any, samples: int,
@@ -240,8 +243,9 @@ class RewardNode(Node):
             })
 
     def close(self) -> None:
-        """Stop the worker and free the model (called by main on the way out)."""
-        self._worker.stop()
+        """Stop the worker, then free the model (called by main on the way out, before rclpy shuts down)."""
+        self._worker.stop(on_wait=lambda: self.get_logger().info(
+            "waiting for the model call in progress to finish (Ctrl-C again to exit now)"))
         # Frames that were still waiting will never be measured: say so while the context still allows.
         for item in self._slot.drain():
             with contextlib.suppress(Exception):  # the context may already be shut down (Ctrl-C)

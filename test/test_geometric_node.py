@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -72,8 +73,8 @@ class RgbdCamera(Node):
             msg.header.frame_id = "camera_color_optical_frame"
         self.info_pub.publish(info)
         self.depth_pub.publish(depth)
-        wait_for(lambda: (d := node.camera._depth) is not None and d.header.stamp.sec == sec
-                 and (c := node.camera._camera_info) is not None and c.header.stamp.sec == sec,
+        wait_for(lambda: (d := node.camera._depth.newest()) is not None and d.header.stamp.sec == sec
+                 and (c := node.camera._camera_info.newest()) is not None and c.header.stamp.sec == sec,
                  what=f"the node to hold depth and camera_info {sec}")
         self.image_pub.publish(image)
 
@@ -217,6 +218,79 @@ def test_affordance_node_cross_check_measures_the_gap_both_ways(ros, scenes):
         check = answer["cross_check"]
         assert check["backend"] == "vlm" and check["gap_width_m"] == pytest.approx(0.2)
         assert check["ratio"] == pytest.approx(answer["gap_width_m"] / 0.2, abs=1e-3)
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        camera.destroy_node()
+
+
+def test_reward_node_uses_only_depth_stamped_like_its_frame(ros, scenes, monkeypatch):
+    """Real topics: depth after the image (used), a stalled, a mis-stamped and a late depth stream
+    (not used, and reward_info's warning says why). With model.depth_source topic a frame without its
+    own depth gets no distance, so a stale depth that slipped through would show as a number."""
+    scene, result = scenes[0]
+    target = scene.objects[0].description
+    detector = SceneTruthDetector()
+    detector.register(result)
+    geometric = GeometricEstimator(ModelConfig(backend="geometric", depth_source="topic"), detector=detector)
+    node = RewardNode(estimator=geometric, parameter_overrides=[
+        Parameter("gripper_description", value=GRIPPER), Parameter("target_object", value=target),
+        Parameter("sync.slop_s", value=0.01), Parameter("sync.max_age_s", value=1.0)])
+    camera = RgbdCamera()
+    spinner = _run(node, camera)
+    camera_model = result.camera
+    info = CameraInfo(width=camera_model.width, height=camera_model.height, k=camera_model.k_matrix(),
+                      p=camera_model.p_matrix(), distortion_model="plumb_bob", d=[0.0] * 5)
+    depth = Image(**result.depth_fields("16UC1"))
+    image = Image(**rgb_to_image_fields(result.rgb, "rgb8"))
+
+    def publish(pub, msg, sec: int, nanosec: int = 0) -> None:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        pub.publish(msg)
+
+    def answer(sec: int) -> dict:
+        wait_for(lambda: camera.info_for(sec) is not None, 20.0, f"reward_info {sec}")
+        return camera.info_for(sec)
+
+    truth = float(np.linalg.norm(object_truth(scene, GRIPPER).centre - scene.find(target).centre))
+    try:
+        # 1. Matched: camera_info first, the image, then its depth (arrival order does not matter).
+        publish(camera.info_pub, info, 10)
+        publish(camera.image_pub, image, 10)
+        publish(camera.depth_pub, depth, 10)
+        first = answer(10)
+        assert within(first["distance_m"], truth) and "warning" not in first, first
+        # 2. Stalled: the depth stream stops; 1.5 s later (> sync.max_age_s) a new frame arrives.
+        time.sleep(1.5)
+        publish(camera.info_pub, info, 11)
+        publish(camera.image_pub, image, 11)
+        stalled = answer(11)
+        assert stalled["distance_m"] is None and stalled["reward"] is None
+        assert stalled["warning"].startswith("depth stalled: the newest depth arrived"), stalled
+        # 3. Mis-stamped: depth arrives with the frame but stamped 0.5 s off.
+        publish(camera.info_pub, info, 12)
+        publish(camera.depth_pub, depth, 11, 500_000_000)
+        publish(camera.image_pub, image, 12)
+        mis = answer(12)
+        assert mis["distance_m"] is None
+        assert "no depth stamped within sync.slop_s (0.01 s) of this frame (nearest stamp 0.500 s away)" \
+            in mis["warning"], mis
+        # 4. Late: a live depth stream behind the colour one (depth of frame 11 arrives with frame 13);
+        # frame 13 waits sync.max_age_s for its own depth, which comes only after that.
+        publish(camera.depth_pub, depth, 11)
+        publish(camera.info_pub, info, 13)
+        publish(camera.image_pub, image, 13)
+        late = answer(13)
+        publish(camera.depth_pub, depth, 13)
+        assert late["distance_m"] is None and "no depth stamped within" in late["warning"], late
+        # camera_info is matched the same way: a frame without its own gets none (and says so)
+        publish(camera.depth_pub, depth, 14)
+        publish(camera.image_pub, image, 14)
+        no_info = answer(14)
+        assert "camera_info" in no_info["warning"] and "camera_info not used" in no_info["warning"], no_info
+        assert "depth" not in no_info["warning"].replace("camera_info", "")  # its depth matched
+        assert no_info["details"]["intrinsics"] != "camera_info", no_info["details"]
     finally:
         spinner.stop()
         node.close()

@@ -7,10 +7,10 @@ Decisions worth knowing:
 
 * Frames are numbered by their position among the image topic's messages in the bag (``frame_index``,
   from 0, whatever ``every`` is), so a resumed or differently-strided run names the same frame the same.
-* Depth and camera_info travel with a frame as in the live nodes (the newest one before the frame),
-  but "before" is judged by header stamp, not by arrival: a depth image stamped like its colour image
-  but received a moment after it still belongs to it. Messages are read ``LOOKAHEAD_NS`` past a frame
-  before it is assembled; a message with a zero stamp is placed at its receive time.
+* Depth and camera_info are joined to a frame by the live nodes' own rule (``stamp_sync.py``): header
+  stamp within ``sync.slop_s``, arrival within ``sync.max_age_s``; one that does not match is not
+  used, and the row's ``warning`` says why. Messages are read ``sync.max_age_s`` past a frame (by
+  receive time) before it is assembled; a message with a zero stamp is placed at its receive time.
 * Resumable: finished rows are written as Parquet part files (atomically, every ``checkpoint_every``
   frames, every ``checkpoint_s`` seconds, and when a run stops on an error or Ctrl-C) under
   ``annotations.parts/``; a run skips frames already in a part or in ``annotations.parquet``. Rows
@@ -66,6 +66,7 @@ from spatialvlm_ros.spatial.imaging import (
 )
 from spatialvlm_ros.spatial.questions import DEFAULT_DISTANCE_TEMPLATE, distance_query
 from spatialvlm_ros.spatial.reward import REWARD_MODES, RewardConfig, RewardShaper
+from spatialvlm_ros.spatial.stamp_sync import StampedBuffer, SyncPolicy
 
 __all__ = [
     "ANNOTATIONS_FILE",
@@ -97,7 +98,6 @@ FORMAT = "spatialvlm_ros.annotations/1"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 DEPTH_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-LOOKAHEAD_NS = 500_000_000  # how far past a frame (receive time) its depth / camera_info may arrive
 HISTORY = 128  # depth and camera_info messages kept for matching (4 s of 30 Hz depth)
 RETRY_PREFIX = "model failed"  # Estimate.reason of a batch the model could not run: retried next time
 
@@ -112,6 +112,7 @@ BASE_SCHEMA = pa.schema([
     pa.field("distance_m", pa.float64()),
     pa.field("error", pa.string()),
     pa.field("details", pa.string()),
+    pa.field("warning", pa.string()),  # why depth / camera_info were not used (stamp_sync)
 ])
 
 _log = logging.getLogger(__name__)
@@ -287,24 +288,17 @@ def header_stamp_ns(raw: bytes | memoryview) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
-def _newest_before(history: deque, stamp_ns: int) -> Any:
-    best = None
-    for when, value in history:
-        if when <= stamp_ns and (best is None or when >= best[0]):
-            best = (when, value)
-    return None if best is None else best[1]
-
-
 def iter_frames(
     path: Path, image_topic: str, depth_topic: str | None = None,
     camera_info_topic: str | None = None, wanted: Callable[[int], bool] | None = None,
-    typestore: Any = None,
+    typestore: Any = None, sync: SyncPolicy | None = None,
 ) -> Iterator[FrameRecord]:
     """The image topic's frames in bag order, with depth and intrinsics; only ``wanted`` ones decoded."""
     store = typestore if typestore is not None else default_typestore()
+    policy = sync or SyncPolicy()
     names = [t for t in (image_topic, depth_topic, camera_info_topic) if t]
-    depth_hist: deque = deque(maxlen=HISTORY)  # (stamp, raw bytes, msgtype)
-    info_hist: deque = deque(maxlen=HISTORY)  # (stamp, Intrinsics or None)
+    depth_hist: StampedBuffer = StampedBuffer(HISTORY)  # (raw bytes, msgtype) by stamp
+    info_hist: StampedBuffer = StampedBuffer(HISTORY)  # Intrinsics or None by stamp
     pending: deque = deque()  # (index, stamp, bag time, raw, msgtype)
     index = -1
 
@@ -322,37 +316,47 @@ def iter_frames(
         except Exception as exc:  # noqa: BLE001 - undecodable bytes are a bad frame, not a crash
             record.error = f"bad image: cannot deserialize {msgtype}: {type(exc).__name__}: {exc}"
             return record
-        frame = Frame(rgb=rgb, intrinsics=_newest_before(info_hist, stamp))
-        depth = _newest_before(depth_hist, stamp)
+        notes = []
+        if policy.camera_info_static:
+            intrinsics = info_hist.newest()
+        else:
+            info_match = info_hist.match(stamp, bag_ns, policy, "camera_info")
+            intrinsics = info_match.value
+            notes += [info_match.reason] if info_match.reason else []
+        frame = Frame(rgb=rgb, intrinsics=intrinsics)
+        depth_match = depth_hist.match(stamp, bag_ns, policy, "depth")
+        notes += [depth_match.reason] if depth_match.reason else []
+        depth = depth_match.value
         if depth is not None:
             try:
                 depth_m = metres_from_depth_msg(store.deserialize_cdr(depth[0], depth[1]))
                 if depth_m.shape != rgb.shape[:2]:
-                    record.depth_note = (f"depth {depth_m.shape[1]}x{depth_m.shape[0]} is not aligned "
-                                         f"with image {rgb.shape[1]}x{rgb.shape[0]}; depth ignored")
+                    notes.append(f"depth {depth_m.shape[1]}x{depth_m.shape[0]} is not aligned "
+                                 f"with image {rgb.shape[1]}x{rgb.shape[0]}; depth ignored")
                 else:
                     frame.depth_m = depth_m
             except Exception as exc:  # noqa: BLE001 - ImageDecodeError or undecodable bytes
-                record.depth_note = f"bad depth image, ignored: {exc}"
+                notes.append(f"bad depth image, ignored: {exc}")
+        record.depth_note = "; ".join(notes) or None
         record.frame = frame
         return record
 
     for msg in read_episode(path, names):
         stamp = header_stamp_ns(msg.rawdata) or msg.timestamp
-        while pending and msg.timestamp > pending[0][2] + LOOKAHEAD_NS:
+        while pending and msg.timestamp > pending[0][2] + policy.max_age_ns:
             yield assemble(*pending.popleft())
         if msg.topic == image_topic:
             index += 1
             if wanted is None or wanted(index):
                 pending.append((index, stamp, msg.timestamp, msg.rawdata, msg.msgtype))
         elif msg.topic == depth_topic:
-            depth_hist.append((stamp, (msg.rawdata, msg.msgtype)))
+            depth_hist.add(stamp, msg.timestamp, (msg.rawdata, msg.msgtype))
         elif msg.topic == camera_info_topic:
             try:
                 intrinsics = intrinsics_from_camera_info(store.deserialize_cdr(msg.rawdata, msg.msgtype))
             except Exception:  # noqa: BLE001 - an unreadable camera_info is no camera_info
                 intrinsics = None
-            info_hist.append((stamp, intrinsics))
+            info_hist.add(stamp, msg.timestamp, intrinsics)
     while pending:
         yield assemble(*pending.popleft())
 
@@ -408,6 +412,7 @@ class AnnotateSettings:
     checkpoint_every: int = 256  # frames
     checkpoint_s: float = 60.0
     progress: bool = True
+    sync: SyncPolicy = field(default_factory=SyncPolicy)  # the nodes' sync.* parameters
 
     def __post_init__(self) -> None:
         for name in ("samples", "every", "batch_size", "checkpoint_every"):
@@ -557,6 +562,8 @@ class Annotator:
         episode = Path(episode)
         s = self.settings
         info = self._episode_info(episode)
+        if info.get("finalized") is False and not info.get("recovered"):
+            info = self._recover(episode, info)
         target = s.target_object if s.target_object else (info.get("target_object") or "")
         if not str(target).strip():
             where = (f"{EPISODE_FILE} has no target_object" if info
@@ -583,7 +590,8 @@ class Annotator:
             "question": query.text,
             "samples": s.samples,
             "topics": {"image": image, "depth": depth, "camera_info": camera_info},
-            "model": {k: v for k, v in sorted(s.model.items()) if k != "model.device"},
+            "sync": dataclasses.asdict(s.sync),
+            "model": {k: v for k, v in sorted(s.model.items()) if k not in ("model.device", "model.cpu_threads")},
         }
         meta = {
             "format": FORMAT,
@@ -657,12 +665,28 @@ class Annotator:
                          EPISODE_FILE, exc)
             return {}
 
+    def _recover(self, episode: Path, info: dict[str, Any]) -> dict[str, Any]:
+        """An episode a killed recorder left behind: rebuilt first (recovery.py), then annotated."""
+        from spatialvlm_ros.spatial.recovery import needs_recovery, recover_episode
+
+        if not needs_recovery(episode):
+            return info
+        result = recover_episode(episode)
+        if result.status == "in use":
+            raise EpisodeFailure("the episode is still being recorded (finalized: false and its "
+                                 "recording lock is held); annotate it after the recorder stops it")
+        if result.status != "recovered":
+            raise EpisodeFailure(f"the recorder never finalized this episode and it could not be "
+                                 f"recovered: {result.error}")
+        _log.warning("%s: the recorder never finalized it; %s", episode.name, result.summary())
+        return self._episode_info(episode)
+
     @staticmethod
     def _bag_error(exc: BaseException, info: dict[str, Any]) -> str:
         text = f"cannot read the bag: {type(exc).__name__}: {exc}"
         if info.get("finalized") is False:
             text += (f" ({EPISODE_FILE} says finalized: false: the recorder stopped before it closed "
-                     "the bag; `ros2 bag reindex` may recover it)")
+                     "the bag; `spatialvlm_recover` rebuilds what is on disk)")
         return text
 
     def _stored_tables(
@@ -693,7 +717,7 @@ class Annotator:
                     f"{path.relative_to(final_path.parent)} was made with other settings "
                     f"({'; '.join(diffs)}); use --force to recompute, or --output for a separate "
                     "copy")
-        base = [t.select(BASE_SCHEMA.names).cast(BASE_SCHEMA) for _, t in tables]
+        base = [_with_base_columns(t).select(BASE_SCHEMA.names).cast(BASE_SCHEMA) for _, t in tables]
         if tables and tables[0][0] == final_path:
             return base[0], base[1:]
         return None, base
@@ -743,7 +767,7 @@ class Annotator:
 
         bar = tqdm(total=todo, desc=episode.name, unit="frame", disable=not s.progress,
                    dynamic_ncols=True, leave=False)
-        frames = iter_frames(episode, image, depth, camera_info, wanted)
+        frames = iter_frames(episode, image, depth, camera_info, wanted, sync=s.sync)
         try:
             while True:
                 try:
@@ -841,6 +865,7 @@ def _row(record: FrameRecord, question: str, estimate: Estimate | None) -> dict[
         "distance_m": None,
         "error": record.error,
         "details": None,
+        "warning": record.depth_note,
     }
     if estimate is not None:
         value = estimate.value_m
@@ -853,6 +878,14 @@ def _row(record: FrameRecord, question: str, estimate: Estimate | None) -> dict[
         if estimate.details is not None:
             row["details"] = json.dumps(estimate.details, default=_json_default)
     return row
+
+
+def _with_base_columns(table: pa.Table) -> pa.Table:
+    """Rows written before a column existed (``warning``) get it, empty."""
+    for f in BASE_SCHEMA:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table
 
 
 def _json_default(value: Any) -> Any:

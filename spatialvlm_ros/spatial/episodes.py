@@ -16,6 +16,13 @@ An episode directory is itself the bag (``metadata.yaml`` + ``<name>.mcap``, ros
   metadata.yaml and episode.yaml need; it is deleted to make room when the disk fills.
 * ``episode.yaml`` is written when the episode opens (``finalized: false``) and replaced atomically
   when it is finalized, so even a killed recorder leaves the task and target behind.
+* A recorder killed mid-episode (SIGKILL, OOM killer, power cut) leaves a recoverable bag: at least
+  every ``flush_period_s`` the messages written so far are closed into an MCAP chunk and fsync'ed, so
+  at most that much (plus the one chunk being written) is lost; ``recovery.py`` rebuilds the bag. The
+  episode directory's ``.recording.lock`` is held while it is written, so recovery never touches an
+  episode that is still being recorded.
+* Optional chunk compression (``compression``: lz4 or zstd, as rosbag2's MCAP presets) trades CPU on
+  the writer thread for disk; every reader here (rosbags, mcap, Foxglove) decompresses both.
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ RESERVE_FILE = ".space_reserve"
 # (about 80 bytes plus 10 per channel; 256 leaves slack).
 RESERVE_BASE_BYTES = 1 << 20
 RESERVE_BYTES_PER_CHUNK = 256
+DEFAULT_FLUSH_PERIOD_S = 1.0
+COMPRESSIONS = ("none", "lz4", "zstd")
 
 _log = logging.getLogger(__name__)
 _typestore_lock = threading.Lock()
@@ -229,6 +238,7 @@ class _RollbackMcapWriter(McapWriter):
 
     def __init__(self, path: Path, compression: Any) -> None:
         super().__init__(path, compression)
+        self.chunk_opened_s: float | None = None
         self.can_roll_back = all(hasattr(self, name) for name in self._INTERNALS)
         if not self.can_roll_back:
             _log.warning("this rosbags version's MCAP writer differs from 0.11: a disk error "
@@ -239,7 +249,34 @@ class _RollbackMcapWriter(McapWriter):
         self.good_start = self.message_start_time
         self.good_end = self.message_end_time
 
+    def set_chunk_compression(self, name: str) -> None:
+        """lz4 or zstd chunks (rosbags itself offers zstd only, at its own level); before any chunk."""
+        if name == "lz4":
+            import lz4.frame
+
+            self.compression, self.compressor = "lz4", lz4.frame.compress
+        elif name == "zstd":
+            import zstandard
+
+            # level 1: rosbag2's zstd_fast preset favours speed; a robot records at camera rate
+            self.compression, self.compressor = "zstd", zstandard.ZstdCompressor(level=1).compress
+        elif name != "none":
+            raise ValueError(f"compression {name!r} is not accepted; accepted: {', '.join(COMPRESSIONS)}")
+
+    def write(self, connection: Any, timestamp: int, data: bytes | memoryview) -> None:
+        if self.chunk_opened_s is None:
+            self.chunk_opened_s = time.monotonic()
+        super().write(connection, timestamp, data)
+
+    def sync(self) -> None:
+        """Close the pending chunk (if any) and push the file to the disk (fsync)."""
+        if self.chunk.msgs:
+            self.close_chunk()
+        self.bio.flush()
+        os.fsync(self.bio.fileno())
+
     def close_chunk(self) -> None:
+        self.chunk_opened_s = None
         if not self.can_roll_back:
             super().close_chunk()
             return
@@ -338,8 +375,15 @@ class EpisodeWriter:
         clock_ns: Callable[[], int] = time.time_ns,
         on_drop: Callable[[str, int], None] | None = None,
         on_finished: Callable[[EpisodeSummary], None] | None = None,
+        flush_period_s: float = DEFAULT_FLUSH_PERIOD_S,
+        compression: str = "none",
     ) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression {compression!r} is not accepted; accepted: {', '.join(COMPRESSIONS)}")
         self.directory = Path(directory).expanduser().absolute()
+        self.flush_period_s = float(flush_period_s)
+        self.compression = compression
+        self._lock_fd: int | None = None
         self.software_version = software_version
         self.max_queue_bytes = int(max_queue_bytes)
         self._reserve_base = int(reserve_base_bytes)
@@ -378,12 +422,17 @@ class EpisodeWriter:
             raise EpisodeError(f"cannot create episode {self.directory}: {exc}") from exc
         self._bag = bag
         try:
+            bag.mcap.set_chunk_compression(self.compression)
+            self._hold_lock()
             self._grow_reserve(0)
             for spec in topics:
                 self._add_connection(spec)
             self._state.start_ns = self._clock_ns()
             self._state.unrecorded.update(unrecorded or {})
             self._write_info(complete=False)
+            bag.mcap.sync()  # header and directory entries on disk before the first message
+            _fsync_dir(self.directory)
+            _fsync_dir(self.directory.parent)
         except OSError as exc:
             self._discard()
             raise EpisodeError(
@@ -491,15 +540,23 @@ class EpisodeWriter:
     def _run(self) -> None:
         bag = self._bag
         assert bag is not None
+        last_sync = time.monotonic()
         try:
             while True:
                 with self._wake:
                     while not self._items and not self._stop_requested:
-                        self._wake.wait()
+                        left = last_sync + self.flush_period_s - time.monotonic()
+                        if left <= 0 and bag.mcap.chunk.msgs:
+                            break
+                        self._wake.wait(max(left, 0.0) if bag.mcap.chunk.msgs else self.flush_period_s)
                     batch, self._items = self._items, deque()
                     stop = self._stop_requested and not batch
                 if stop:
                     break
+                if time.monotonic() - last_sync >= self.flush_period_s:
+                    # What is written so far survives a kill or a power cut from here on.
+                    bag.mcap.sync()
+                    last_sync = time.monotonic()
                 written = 0
                 for item in batch:
                     if item[0] == "msg":
@@ -533,6 +590,26 @@ class EpisodeWriter:
             self._queued_bytes = 0
         _log.error("episode %s stopped: %s", self.directory, text)
 
+    def _hold_lock(self) -> None:
+        from spatialvlm_ros.spatial.recovery import LOCK_FILE
+
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a fresh directory: nobody else has it
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+            try:
+                from spatialvlm_ros.spatial.recovery import LOCK_FILE
+
+                (self.directory / LOCK_FILE).unlink()
+            except OSError:
+                pass
+
     def _close(self) -> None:
         readable = False
         self._release_reserve()  # its space is what the summary and metadata are written into
@@ -559,6 +636,7 @@ class EpisodeWriter:
         except OSError as exc:
             _log.error("episode %s: %s not written: %s", self.directory, EPISODE_FILE, exc)
         self._summary = self._make_summary(readable)
+        self._release_lock()
         _open_writers.discard(self)
         self._done.set()
         if self._on_finished is not None:
@@ -568,6 +646,7 @@ class EpisodeWriter:
                 _log.exception("on_finished callback failed")
 
     def _discard(self) -> None:
+        self._release_lock()
         bag, self._bag = self._bag, None
         if bag is not None and bag.storage is not None:
             try:
@@ -682,8 +761,21 @@ class EpisodeWriter:
             }
         text = yaml.safe_dump(info, sort_keys=False, allow_unicode=True, width=100)
         tmp = self.directory / (EPISODE_FILE + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.directory / EPISODE_FILE)
+        _fsync_dir(self.directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Directory entries (a new or renamed file) reach the disk only with the directory's fsync."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _OpenWriters:

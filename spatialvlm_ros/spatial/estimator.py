@@ -158,6 +158,7 @@ class ModelConfig:
     depth_source: str = "auto"
     fallback_hfov_deg: float = 60.0
     segmenter: str = "none"
+    cpu_threads: int = 0  # torch intra-op threads on the CPU (0: all cores but one); cpu_runtime.py
 
     def __post_init__(self) -> None:
         for name, value, accepted in (
@@ -195,6 +196,9 @@ class ModelConfig:
 
 def build_estimator(config: ModelConfig) -> Estimator:
     """Load the configured backend. Raises ModelLoadError with what to do when it cannot."""
+    from spatialvlm_ros.spatial.cpu_runtime import configure_cpu_runtime
+
+    configure_cpu_runtime(config.cpu_threads)  # before torch loads: OpenMP reads its policy once
     if config.backend == "vlm":
         from spatialvlm_ros.spatial.vlm import VLMEstimator  # torch/transformers load here only
 

@@ -108,7 +108,19 @@ class Worker(Generic[T]):
             finally:
                 self.busy.clear()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> bool:
+        """Close the slot and wait for the item in progress; True when the thread has ended.
+
+        ``on_wait`` is called once if that takes more than a second (a long model call), so the
+        user knows why the node has not exited yet. Wait for the thread before freeing what it uses.
+        """
         self._slot.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        if self._thread is threading.current_thread() or not self._thread.is_alive():
+            return not self._thread.is_alive()
+        first = 1.0 if timeout is None else min(1.0, timeout)
+        self._thread.join(first)
+        if self._thread.is_alive() and (timeout is None or timeout > first):
+            if on_wait is not None:
+                on_wait()
+            self._thread.join(None if timeout is None else timeout - first)
+        return not self._thread.is_alive()
