@@ -86,9 +86,10 @@ def run_variant(name: str, calls: int, interval_s: float, rate: float, logs: Pat
                     samples[label].append(ms)
                 time.sleep(interval_s / 4)
         reward_rate = len(rewards) / (time.monotonic() - measured_from)
-        started = time.monotonic()
+        started, sent_wall = time.monotonic(), time.time()
         stop(node, timeout=60)
         shutdown_ms = (time.monotonic() - started) * 1e3
+        answered_ms = _logged_after(logs / f"{name}_node.log", "shutting down", sent_wall)
     finally:
         for proc in (camera, node, trivial):
             stop(proc)
@@ -96,8 +97,19 @@ def run_variant(name: str, calls: int, interval_s: float, rate: float, logs: Pat
     print(f"\n[{name}] env {env_extra or '(none)'} params {params or '(defaults)'}; {load_average()}; "
           f"reward_info {reward_rate:.1f}/s while measured (camera {rate:g} Hz)", flush=True)
     summarize(samples)
-    print(f"  SIGINT to exit: {shutdown_ms:.0f} ms (exit code {node.returncode})", flush=True)
+    print(f"  SIGINT: shutdown began after {answered_ms:.0f} ms (its log line), process exited after "
+          f"{shutdown_ms:.0f} ms with code {node.returncode} (the frame in progress is finished first)",
+          flush=True)
     return samples
+
+
+def _logged_after(log: Path, words: str, since_wall_s: float) -> float:
+    """ms from ``since_wall_s`` to the ROS log line containing ``words`` ([INFO] [sec.nsec] ...)."""
+    for line in log.read_text(errors="replace").splitlines():
+        if words in line and line.startswith("[") and "] [" in line:
+            stamp = float(line.split("] [", 1)[1].split("]", 1)[0])
+            return (stamp - since_wall_s) * 1e3
+    return float("nan")
 
 
 def main() -> int:

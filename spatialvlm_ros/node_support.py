@@ -280,7 +280,29 @@ def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
         if rclpy.ok():
             rclpy.shutdown()
         signals.restore()
+    if signals.requested.is_set():
+        _exit_now(code)
     return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process once everything is closed, without the interpreter's teardown.
+
+    After the nodes were closed (files finalized, models freed) and rclpy shut down, tearing down
+    torch's and the DDS libraries' globals took seconds more (bench/service_latency.py prints
+    SIGINT-to-exit), and a launch file escalates to SIGTERM and SIGKILL after a few seconds.
+    Nothing is left for it to do but flush the logs.
+    """
+    import os
+    import sys
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not change the exit code
+            pass
+    os._exit(code)
 
 
 def _log_quietly(node: Node, text: str) -> None:
