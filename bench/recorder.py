@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/recorder.py                 # 60 s, 640x480 rgb8 + 16UC1 depth at 30 Hz,
     .venv/bin/python bench/recorder.py --seconds 20    # joint states at 100 Hz
+    .venv/bin/python bench/recorder.py --seconds 20 --compression lz4   # the recorder compressing
 
 Starts `recorder_node` as a user would (its console script) and the publisher
 (test/recorder_publisher.py) as another process, records one episode over real topics with the
@@ -10,6 +11,11 @@ episodes core alone (no ROS) writes the same bytes as fast as it can. Prints mes
 of both, the recorder's CPU, and their ratios. Figures depend on the machine (cores, disk, page
 cache): compare the ratio, not the absolute numbers. Writes go to the page cache; a slow disk
 shows up as queue growth, not here.
+
+Chunk compression (the recorder's ``compression`` parameter) is then measured on the writer alone for
+none, lz4 and zstd: MB/s of input and the size ratio, on two kinds of frames that bracket a real camera:
+the publisher's random pixels (incompressible, the worst case) and the demo scene's rendered RGB-D (flat
+colours, the best case).
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ def record_over_ros(args: argparse.Namespace, out: Path) -> dict:
     recorder = subprocess.Popen(
         [str(Path(sys.executable).parent / "recorder_node"), "--ros-args",
          "-p", f"output_dir:={out}", "-p", "topic_discovery_period_s:=0.2",
-         "-p", "topics:=[image, depth, camera_info, joint_states]"],
+         "-p", "topics:=[image, depth, camera_info, joint_states]", "-p", f"compression:={args.compression}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rclpy.init()
     node = Node("recorder_bench_client")
@@ -126,9 +132,10 @@ def count_numbered(episode: Path) -> tuple[Counter, int, list[tuple[TopicSpec, i
     return counts, nbytes, sample
 
 
-def write_alone(sample: list, n_messages: int, out: Path) -> dict:
+def write_alone(sample: list, n_messages: int, out: Path, compression: str = "none") -> dict:
     """The episodes core writing n_messages (cycling the sample) as fast as it can."""
-    writer = EpisodeWriter(out / "writer_alone", max_queue_bytes=256 << 20)
+    directory = out / f"writer_alone_{compression}_{time.monotonic_ns()}"
+    writer = EpisodeWriter(directory, max_queue_bytes=256 << 20, compression=compression)
     writer.open(sorted({spec for spec, _, _ in sample}, key=lambda s: s.name))
     cpu0, t0 = time.process_time(), time.perf_counter()
     nbytes = 0
@@ -140,7 +147,39 @@ def write_alone(sample: list, n_messages: int, out: Path) -> dict:
     summary = writer.finalize("bench")
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     assert summary.message_count == n_messages, summary
-    return {"wall_s": wall, "cpu_s": cpu, "bytes": nbytes}
+    size = sum(f.stat().st_size for f in directory.glob("*.mcap"))
+    return {"wall_s": wall, "cpu_s": cpu, "bytes": nbytes, "file_bytes": size}
+
+
+def scene_sample(frames: int = 30) -> list[tuple[TopicSpec, int, bytes]]:
+    """The demo scene's RGB-D frames as the recorder would receive them (flat colours: compress well)."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+
+    from spatialvlm_ros.spatial.imaging import metres_to_depth_fields, rgb_to_image_fields
+    from spatialvlm_ros.spatial.synthetic_scene import ApproachScene
+
+    scene = ApproachScene(frames=frames)
+    image, depth = TopicSpec("/image", "sensor_msgs/msg/Image"), TopicSpec("/depth", "sensor_msgs/msg/Image")
+    out = []
+    for i in range(frames):
+        f = scene.render(i)
+        out.append((image, i, serialize_message(Image(**rgb_to_image_fields(f.rgb, "rgb8")))))
+        out.append((depth, i, serialize_message(Image(**metres_to_depth_fields(f.depth_m, "16UC1")))))
+    return out
+
+
+def compression_table(samples: dict[str, list], n_messages: int, out: Path) -> None:
+    print("chunk compression, bag writer alone (MB/s of input on this machine; ratio = input / file):")
+    for kind, sample in samples.items():
+        n = min(n_messages, 4 * len(sample))
+        base = None
+        for compression in ("none", "lz4", "zstd"):
+            r = write_alone(sample, n, out, compression)
+            mbs = r["bytes"] / r["wall_s"] / 1e6
+            base = base or mbs
+            print(f"  {kind:<28} {compression:<5} {mbs:8.1f} MB/s ({mbs / base:.2f}x of none)  "
+                  f"ratio {r['bytes'] / r['file_bytes']:.2f}  CPU {1e3 * r['cpu_s'] / (r['bytes'] / 1e6):.2f} ms/MB")
 
 
 def main() -> int:
@@ -151,6 +190,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--keep", action="store_true", help="keep the episode directories")
+    parser.add_argument("--compression", default="none", choices=("none", "lz4", "zstd"),
+                        help="the recorder node's compression parameter for the ROS run")
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="recorder_bench_")
@@ -170,7 +211,8 @@ def main() -> int:
     alone_cpu_per_mb = alone["cpu_s"] / (alone["bytes"] / 1e6)
     print(f"workload: {args.seconds:g} s of {args.width}x{args.height} rgb8 + 16UC1 depth + "
           f"camera_info at {args.image_hz:g} Hz, joint states at {args.joint_hz:g} Hz, "
-          f"reliable, over real topics from a separate process")
+          f"reliable, over real topics from a separate process; recorder compression: {args.compression}; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"recorder_node: published {n_pub}, recorded {n_rec}, lost {n_pub - n_rec} {lost or ''}"
           f"(episode.yaml frames_dropped={info['frames_dropped']})")
     cpu_pct = 100 * ros["cpu_s"] / ros["wall_s"]
@@ -184,6 +226,8 @@ def main() -> int:
     print(f"ratio writer-alone / recorder: {alone_mbs / rec_mbs:.1f}x throughput headroom; "
           f"recorder CPU per MB is {rec_cpu_per_mb / alone_cpu_per_mb:.1f}x the writer's "
           f"(the cost of DDS + rclpy on top of the bag)")
+    compression_table({"random pixels (worst case)": sample[:600], "demo scene (best case)": scene_sample()},
+                      n_rec, out)
     if args.keep:
         tmp.cleanup = lambda: None  # type: ignore[method-assign]
         print(f"episodes kept in {out}")
