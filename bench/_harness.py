@@ -126,6 +126,7 @@ class Caller:
         import rclpy
 
         self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=5.0)
         self.node.destroy_node()
         rclpy.try_shutdown()
 

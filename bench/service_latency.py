@@ -8,9 +8,10 @@ calls, round-robin every --interval s: the trivial server, `reset`, a parameter 
 on the newest frame). At the end the node gets SIGINT and the time until it has exited is printed.
 
 Each variant restarts the nodes:
-  before   OpenMP's own default wait policy and one torch thread per core (what the nodes did until now)
-  after    the nodes' defaults: idle OpenMP threads sleep, model.cpu_threads = all cores but one
-  1thread  the defaults with model.cpu_threads=1 (on 2 cores the same as after)
+  before   OpenMP's own default wait policy, one torch thread per core (the nodes until now)
+  active   OMP_WAIT_POLICY=ACTIVE exported (threads spin forever), one torch thread per core
+  after    the nodes' defaults: idle OpenMP threads sleep, one torch thread per core
+  1thread  the defaults with model.cpu_threads=1 (a core left to the node's own threads)
 
     .venv/bin/python bench/service_latency.py                    # 60 calls per service per variant
     .venv/bin/python bench/service_latency.py --calls 20 --variants after
@@ -19,7 +20,6 @@ Each variant restarts the nodes:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import BIN, ROOT, Caller, load_average, ros_env, start, stop, summarize  # noqa: E402
 
 VARIANTS = {
-    "before": ({"OMP_WAIT_POLICY": ""}, {"model.cpu_threads": str(os.cpu_count() or 1)}),
+    "before": ({"OMP_WAIT_POLICY": ""}, {}),
+    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, {}),
     "after": ({}, {}),
     "1thread": ({}, {"model.cpu_threads": "1"}),
 }
@@ -117,7 +118,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=60, help="calls per service per variant")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between rounds of calls")
     parser.add_argument("--rate", type=float, default=30.0, help="camera frames per second")
-    parser.add_argument("--variants", default="before,after", help=f"comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default="before,after,1thread", help=f"comma-separated: {', '.join(VARIANTS)}")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="service_latency_"))
     print(f"service latency under load; start: {load_average()}; logs in {logs}", flush=True)

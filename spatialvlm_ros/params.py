@@ -173,10 +173,9 @@ MODEL_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "model.cpu_threads", 0,
-        "torch threads for a model on the CPU (0: all cores but one, at least one), so the node's "
-        "own threads keep a core for services, parameters and shutdown. Idle OpenMP threads sleep "
-        "(OMP_WAIT_POLICY=PASSIVE) unless OMP_WAIT_POLICY is set; OMP_NUM_THREADS is honoured when "
-        "this is 0.",
+        "torch threads for a model on the CPU, e.g. to leave cores to other processes (0: "
+        "OMP_NUM_THREADS if set, else torch's default, one per core). Idle OpenMP threads sleep "
+        "(OMP_WAIT_POLICY=PASSIVE is set before torch loads) unless OMP_WAIT_POLICY is set.",
         unit="threads", min_value=0, max_value=1024, read_only=True,
     ),
     ParamSpec(
