@@ -177,7 +177,7 @@ def run_camera(rate_hz: float) -> int:
         stamp = node.get_clock().now().to_msg()
         for msg in (image, depth, info):
             msg.header.stamp = stamp
-            msg.header.frame_id = "bench_camera_optical"
+            msg.header.frame_id = f"bench_camera_optical#{sent}"  # numbered: the soak counts what is missing
         pubs["image"].publish(image)
         pubs["depth"].publish(depth)
         pubs["camera_info"].publish(info)

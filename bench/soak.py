@@ -6,8 +6,8 @@ recording image, depth, camera_info, reward and reward_info for the whole run, a
 calls `reset` every --call-period s and samples both nodes' resident memory every --sample-period s.
 
 Printed: RSS of each node over time and its slope (least squares over the run after the first fifth,
-MB per 10 min); messages lost (image stamps missing from the recorded bag, i.e. gaps in the camera's
-33 ms cadence, plus what the recorder reports as dropped); the reward rate; reset latency per minute
+MB per 10 min); messages lost (the camera numbers its frames: numbers missing from the recorded bag,
+plus what the recorder reports as dropped); the reward rate; reset latency per minute
 (p50 / p99 / max) beside the run's trivial-server baseline.
 
     .venv/bin/python bench/soak.py                   # 10 minutes
@@ -57,20 +57,22 @@ def slope_per_10min(samples: list[tuple[float, float]]) -> float:
     return (sum((x - mx) * (y - my) for x, y in tail) / den) * 600 if den else float("nan")
 
 
-def image_gaps(episode: Path, topic: str, period_s: float) -> tuple[int, int]:
-    """(images in the bag, images missing from the camera's cadence between the first and last)."""
+def missing_frames(episode: Path) -> dict[str, tuple[int, int]]:
+    """Per camera topic: (messages in the bag, numbers missing between the first and the last).
+
+    The bench camera numbers its frames in header.frame_id ("...#N"), so a gap is a lost message, not
+    camera jitter.
+    """
     from rosbags.highlevel import AnyReader
 
-    from spatialvlm_ros.spatial.annotation import header_stamp_ns
-
-    stamps = []
+    seqs: dict[str, set[int]] = {}
     with AnyReader([episode]) as reader:
-        conns = [c for c in reader.connections if c.topic == topic]
-        for _, _, raw in reader.messages(connections=conns):
-            stamps.append(header_stamp_ns(raw))
-    stamps.sort()
-    missing = sum(max(0, round((b - a) / 1e9 / period_s) - 1) for a, b in zip(stamps, stamps[1:], strict=False))
-    return len(stamps), missing
+        conns = [c for c in reader.connections if c.topic in ("/image", "/depth", "/camera_info")]
+        for conn, _, raw in reader.messages(connections=conns):
+            frame_id = reader.deserialize(raw, conn.msgtype).header.frame_id
+            if "#" in frame_id:
+                seqs.setdefault(conn.topic, set()).add(int(frame_id.rsplit("#", 1)[1]))
+    return {t: (len(s), max(s) - min(s) + 1 - len(s)) for t, s in sorted(seqs.items())}
 
 
 def main() -> int:
@@ -151,15 +153,18 @@ def main() -> int:
         print("the episode could not be stopped: no loss figures")
         return 1
     info = yaml.safe_load((episode / "episode.yaml").read_text())
-    images, missing = image_gaps(episode, "/image", 1.0 / args.rate)
+    missing = missing_frames(episode)
     size = sum(f.stat().st_size for f in episode.iterdir())
     print(f"episode: {size / 1e9:.2f} GB on disk ({args.compression}); free on its disk: "
           f"{shutil.disk_usage(episode).free / 1e9:.1f} GB")
     if not args.keep:
         shutil.rmtree(episode)
-    print(f"recorded: {info['message_count']} messages ({info['message_counts']}); recorder dropped "
-          f"{info['frames_dropped']}; images missing from the camera's cadence: {missing} of "
-          f"{images + missing} (finalized: {info['finalized']})")
+    print(f"recorded: {info['message_count']} messages ({info['message_counts']}), finalized: "
+          f"{info['finalized']}; the recorder refused (queue full) {info['frames_dropped']}")
+    for topic, (n, lost) in missing.items():
+        print(f"  {topic}: {lost} of {n + lost} numbered camera messages missing between the first and last "
+              f"recorded ({100 * lost / max(1, n + lost):.2f} %: lost in DDS before the recorder took them)")
+    print(f"camera: {(work / 'camera.log').read_text().strip().splitlines()[-1]}")
     print("reset latency by minute (ms), beside a trivial Trigger server in the same run:")
     for minute in sorted(resets):
         print(f"  min {minute:3d}: reset {describe_ms(resets[minute])}")

@@ -28,7 +28,7 @@ from spatialvlm_ros.spatial.imaging import (
     rgb_from_compressed_msg,
     rgb_from_image_msg,
 )
-from spatialvlm_ros.spatial.stamp_sync import StampedBuffer, SyncPolicy
+from spatialvlm_ros.spatial.stamp_sync import StampedBuffer, SyncPolicy, aligned_depth
 
 
 @dataclass
@@ -149,17 +149,10 @@ class CameraInput:
             if depth_match.reason:
                 notes.append(depth_match.reason)
             if depth_match.value is not None:
-                # Decoded here, on the worker (~0.15 ms), and only for frames the model will see.
-                try:
-                    depth_m = metres_from_depth_msg(depth_match.value)
-                    rgb = frame.rgb
-                    if depth_m.shape != rgb.shape[:2]:
-                        notes.append(f"depth {depth_m.shape[1]}x{depth_m.shape[0]} is not aligned with "
-                                     f"image {rgb.shape[1]}x{rgb.shape[0]}; depth ignored")
-                    else:
-                        frame.depth_m = depth_m
-                except ImageDecodeError as exc:
-                    notes.append(f"bad depth image, ignored: {exc}")
+                # Decoded here, on the worker, and only for frames the model will see.
+                frame.depth_m, note = aligned_depth(lambda: metres_from_depth_msg(depth_match.value),
+                                                    frame.rgb.shape)
+                notes += [note] if note else []
             item.depth_error = "; ".join(notes) or None
             item.completed = True
             return item

@@ -255,7 +255,11 @@ def test_reward_node_uses_only_depth_stamped_like_its_frame(ros, scenes, monkeyp
 
     truth = float(np.linalg.norm(object_truth(scene, GRIPPER).centre - scene.find(target).centre))
     try:
-        # 1. Matched: camera_info first, the image, then its depth (arrival order does not matter).
+        # The streams are running (a frame waits only for a stream that is publishing) ...
+        publish(camera.info_pub, info, 9)
+        publish(camera.depth_pub, depth, 9)
+        wait_for(lambda: len(node.camera._depth) and len(node.camera._camera_info), what="streams seen")
+        # 1. ... matched: camera_info first, the image, then its depth (arrival order does not matter).
         publish(camera.info_pub, info, 10)
         publish(camera.image_pub, image, 10)
         publish(camera.depth_pub, depth, 10)

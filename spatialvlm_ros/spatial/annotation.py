@@ -66,7 +66,7 @@ from spatialvlm_ros.spatial.imaging import (
 )
 from spatialvlm_ros.spatial.questions import DEFAULT_DISTANCE_TEMPLATE, distance_query
 from spatialvlm_ros.spatial.reward import REWARD_MODES, RewardConfig, RewardShaper
-from spatialvlm_ros.spatial.stamp_sync import StampedBuffer, SyncPolicy
+from spatialvlm_ros.spatial.stamp_sync import StampedBuffer, SyncPolicy, aligned_depth
 
 __all__ = [
     "ANNOTATIONS_FILE",
@@ -328,15 +328,9 @@ def iter_frames(
         notes += [depth_match.reason] if depth_match.reason else []
         depth = depth_match.value
         if depth is not None:
-            try:
-                depth_m = metres_from_depth_msg(store.deserialize_cdr(depth[0], depth[1]))
-                if depth_m.shape != rgb.shape[:2]:
-                    notes.append(f"depth {depth_m.shape[1]}x{depth_m.shape[0]} is not aligned "
-                                 f"with image {rgb.shape[1]}x{rgb.shape[0]}; depth ignored")
-                else:
-                    frame.depth_m = depth_m
-            except Exception as exc:  # noqa: BLE001 - ImageDecodeError or undecodable bytes
-                notes.append(f"bad depth image, ignored: {exc}")
+            frame.depth_m, note = aligned_depth(
+                lambda: metres_from_depth_msg(store.deserialize_cdr(depth[0], depth[1])), rgb.shape)
+            notes += [note] if note else []
         record.depth_note = "; ".join(notes) or None
         record.frame = frame
         return record

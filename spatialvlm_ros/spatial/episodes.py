@@ -28,6 +28,7 @@ An episode directory is itself the bag (``metadata.yaml`` + ``<name>.mcap``, ros
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import threading
@@ -238,7 +239,6 @@ class _RollbackMcapWriter(McapWriter):
 
     def __init__(self, path: Path, compression: Any) -> None:
         super().__init__(path, compression)
-        self.chunk_opened_s: float | None = None
         self.can_roll_back = all(hasattr(self, name) for name in self._INTERNALS)
         if not self.can_roll_back:
             _log.warning("this rosbags version's MCAP writer differs from 0.11: a disk error "
@@ -263,11 +263,6 @@ class _RollbackMcapWriter(McapWriter):
         elif name != "none":
             raise ValueError(f"compression {name!r} is not accepted; accepted: {', '.join(COMPRESSIONS)}")
 
-    def write(self, connection: Any, timestamp: int, data: bytes | memoryview) -> None:
-        if self.chunk_opened_s is None:
-            self.chunk_opened_s = time.monotonic()
-        super().write(connection, timestamp, data)
-
     def sync(self) -> None:
         """Close the pending chunk (if any) and push the file to the disk (fsync)."""
         if self.chunk.msgs:
@@ -276,7 +271,6 @@ class _RollbackMcapWriter(McapWriter):
         os.fsync(self.bio.fileno())
 
     def close_chunk(self) -> None:
-        self.chunk_opened_s = None
         if not self.can_roll_back:
             super().close_chunk()
             return
@@ -553,10 +547,6 @@ class EpisodeWriter:
                     stop = self._stop_requested and not batch
                 if stop:
                     break
-                if time.monotonic() - last_sync >= self.flush_period_s:
-                    # What is written so far survives a kill or a power cut from here on.
-                    bag.mcap.sync()
-                    last_sync = time.monotonic()
                 written = 0
                 for item in batch:
                     if item[0] == "msg":
@@ -567,6 +557,10 @@ class EpisodeWriter:
                         self._add_connection(item[1])
                 with self._lock:
                     self._queued_bytes -= written
+                if time.monotonic() - last_sync >= self.flush_period_s:
+                    # What is written so far survives a kill or a power cut from here on.
+                    bag.mcap.sync()
+                    last_sync = time.monotonic()
                 self._grow_reserve(len(getattr(bag.mcap, "chunks", ())))
         except Exception as exc:  # noqa: BLE001 - any failure stops the episode, bag kept
             self._fail(exc)
@@ -594,8 +588,6 @@ class EpisodeWriter:
         from spatialvlm_ros.spatial.recovery import LOCK_FILE
 
         fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        import fcntl
-
         fcntl.flock(fd, fcntl.LOCK_EX)  # a fresh directory: nobody else has it
         self._lock_fd = fd
 

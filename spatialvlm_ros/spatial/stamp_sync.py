@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -101,6 +102,18 @@ def match_stamped(
         return Match(None, (f"the {what} stamped like this frame arrived {abs(lag) / NS:.2f} s "
                             f"{when} it (sync.max_age_s {policy.max_age_s:g}); {what} not used"))
     return Match(value, None, offset / NS)
+
+
+def aligned_depth(decode: Callable[[], Any], rgb_shape: tuple[int, ...]) -> tuple[Any, str | None]:
+    """The matched depth image in metres, or None and why: undecodable, or not the colour image's size."""
+    try:
+        depth_m = decode()
+    except Exception as exc:  # noqa: BLE001 - ImageDecodeError or undecodable bytes: bad input, not a crash
+        return None, f"bad depth image, ignored: {exc}"
+    if depth_m.shape != tuple(rgb_shape[:2]):
+        return None, (f"depth {depth_m.shape[1]}x{depth_m.shape[0]} is not aligned with image "
+                      f"{rgb_shape[1]}x{rgb_shape[0]}; depth ignored")
+    return depth_m, None
 
 
 class StampedBuffer(Generic[T]):
