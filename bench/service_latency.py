@@ -12,6 +12,7 @@ Each variant restarts the nodes:
   active   OMP_WAIT_POLICY=ACTIVE exported (threads spin forever), one torch thread per core
   after    the nodes' defaults: idle OpenMP threads sleep, one torch thread per core
   1thread  the defaults with model.cpu_threads=1 (a core left to the node's own threads)
+  nice10   the defaults with worker_nice=10 (the model thread yields the CPU to the node's other threads)
 
     .venv/bin/python bench/service_latency.py                    # 60 calls per service per variant
     .venv/bin/python bench/service_latency.py --calls 20 --variants after
@@ -34,6 +35,7 @@ VARIANTS = {
     "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, {}),
     "after": ({}, {}),
     "1thread": ({}, {"model.cpu_threads": "1"}),
+    "nice10": ({}, {"worker_nice": "10"}),
 }
 
 

@@ -289,6 +289,11 @@ class AffordanceNode(Node):
 
     # ------------------------------------------------------------------ the worker
     def _run_worker(self) -> None:
+        from spatialvlm_ros.spatial.cpu_runtime import lower_thread_priority
+
+        problem = lower_thread_priority(self.params["worker_nice"])
+        if problem:
+            self.get_logger().warning(problem)
         while not self._stopping.is_set():
             try:
                 pending = self._queue.get(timeout=0.2)

@@ -284,6 +284,16 @@ SYNC_PARAMS: tuple[ParamSpec, ...] = (
     ),
 )
 
+WORKER_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "worker_nice", 0,
+        "Raise the model worker thread's nice value by this much (Linux; its torch threads inherit "
+        "it), so that under CPU contention services, parameter changes and shutdown get a core before "
+        "the model does. 0 leaves it alone.",
+        min_value=0, max_value=19, read_only=True,
+    ),
+)
+
 DIAGNOSTICS_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "diagnostics_period_s", 1.0, "How often rate, latency and drops go to /diagnostics.",
@@ -351,6 +361,7 @@ REWARD_PARAMS = ParamSet(
         cross_check_param("reward_info (cross_check)"),
         *IMAGE_PARAMS,
         *SYNC_PARAMS,
+        *WORKER_PARAMS,
         *DIAGNOSTICS_PARAMS,
         *MODEL_PARAMS,
     ),
@@ -423,6 +434,7 @@ AFFORDANCE_PARAMS = ParamSet(
         cross_check_param("the answer (cross_check)"),
         *IMAGE_PARAMS,
         *SYNC_PARAMS,
+        *WORKER_PARAMS,
         *DIAGNOSTICS_PARAMS,
         *MODEL_PARAMS,
     ),

@@ -83,7 +83,8 @@ class RewardNode(Node):
                                   callback_group=MutuallyExclusiveCallbackGroup(),
                                   image_queue_depth=self.params["frame_queue_size"] if every else 1,
                                   sync=SyncPolicy.from_params(self.params.values))
-        self._worker = Worker(self._slot, self._process, self._on_worker_error, name="reward-worker")
+        self._worker = Worker(self._slot, self._process, self._on_worker_error, name="reward-worker",
+                              on_start=self._lower_priority)
         self._worker.start()
         self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
@@ -118,6 +119,13 @@ class RewardNode(Node):
         response.success = True
         response.message = f"episode {episode} started: smoothing and progress baseline cleared"
         return response
+
+    def _lower_priority(self) -> None:
+        from spatialvlm_ros.spatial.cpu_runtime import lower_thread_priority
+
+        problem = lower_thread_priority(self.params["worker_nice"])
+        if problem:
+            self.get_logger().warning(problem)
 
     # ------------------------------------------------------------------ frames
     def _info(self, header: Any, **fields: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 _configured: dict[str, object] = {}
 
@@ -35,3 +36,20 @@ def configure_cpu_runtime(cpu_threads: int = 0) -> dict[str, object]:
     _configured.update(threads=threads, wait_policy=os.environ.get("OMP_WAIT_POLICY", "(OpenMP default)"),
                        torch_loaded_before=torch_loaded)
     return dict(_configured)
+
+
+def lower_thread_priority(increment: int) -> str | None:
+    """Raise this thread's nice value by ``increment`` (Linux threads have their own); None or why not.
+
+    Called by the model worker before its first model call: torch's OpenMP threads, created by the
+    first parallel region, inherit it. The executor threads of the same process keep theirs, so under
+    CPU contention services, parameters and shutdown get a core before the model does.
+    """
+    if increment <= 0:
+        return None
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + int(increment))
+    except (AttributeError, OSError) as exc:
+        return f"cannot lower the model thread's priority: {exc}"
+    return None

@@ -85,7 +85,9 @@ class Worker(Generic[T]):
     """
 
     def __init__(self, slot: Handoff[T], handle: Callable[[T], None],
-                 on_error: Callable[[T, BaseException], None], name: str = "spatialvlm-worker") -> None:
+                 on_error: Callable[[T, BaseException], None], name: str = "spatialvlm-worker",
+                 on_start: Callable[[], None] | None = None) -> None:
+        self._on_start = on_start
         self._slot = slot
         self._handle = handle
         self._on_error = on_error
@@ -96,6 +98,8 @@ class Worker(Generic[T]):
         self._thread.start()
 
     def _run(self) -> None:
+        if self._on_start is not None:
+            self._on_start()
         while not self._slot.closed:
             item = self._slot.take(timeout=0.5)
             if item is None:
