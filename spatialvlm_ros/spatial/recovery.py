@@ -108,8 +108,12 @@ def find_unfinalized(root: Path) -> list[Path]:
     from spatialvlm_ros.spatial.episodes import EPISODE_FILE
 
     root = Path(root).expanduser()
-    candidates = [root] if (root / EPISODE_FILE).is_file() else sorted(
-        p for p in root.iterdir() if p.is_dir() and (p / EPISODE_FILE).is_file()) if root.is_dir() else []
+    if (root / EPISODE_FILE).is_file():
+        candidates = [root]
+    elif root.is_dir():
+        candidates = sorted(p for p in root.iterdir() if p.is_dir() and (p / EPISODE_FILE).is_file())
+    else:
+        candidates = []
     return [p for p in candidates if needs_recovery(p)]
 
 
