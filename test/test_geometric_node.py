@@ -287,7 +287,9 @@ def test_reward_node_uses_only_depth_stamped_like_its_frame(ros, scenes, monkeyp
         publish(camera.image_pub, image, 13)
         late = answer(13)
         publish(camera.depth_pub, depth, 13)
-        assert late["distance_m"] is None and "no depth stamped within" in late["warning"], late
+        # (under load the old depth may itself arrive late, and the stream then reads as stalled: either
+        # way the frame's own depth was not there and nothing else was used)
+        assert late["distance_m"] is None and "depth not used" in late["warning"], late
         # camera_info is matched the same way: a frame without its own gets none (and says so)
         publish(camera.depth_pub, depth, 14)
         publish(camera.image_pub, image, 14)
