@@ -158,7 +158,7 @@ class ModelConfig:
     depth_source: str = "auto"
     fallback_hfov_deg: float = 60.0
     segmenter: str = "none"
-    cpu_threads: int = 0  # torch intra-op threads on the CPU (0: all cores but one); cpu_runtime.py
+    cpu_threads: int = 0  # torch intra-op threads on the CPU (0: torch's default); cpu_runtime.py
 
     def __post_init__(self) -> None:
         for name, value, accepted in (
