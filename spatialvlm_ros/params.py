@@ -138,7 +138,8 @@ class ParamSet:
 # Shared groups. The model group is the same in every node that runs an estimator, and in the
 # annotator's command line, so it is defined once here.
 
-BACKENDS = ("vlm", "geometric")
+BACKENDS = ("vlm", "geometric", "remote")
+IMAGE_FORMATS = ("png", "jpeg")
 DEPTH_SOURCES = ("auto", "topic", "model")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -146,15 +147,17 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 MODEL_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "model.backend", "vlm",
-        "Which estimator answers spatial questions: vlm (a vision-language model, model.name_or_path) "
-        "or geometric (open-vocabulary detection plus metric depth lifted to 3D: model.detector, "
-        "model.depth_source, model.depth_model).",
+        "Which estimator answers spatial questions: vlm (a vision-language model in this process, "
+        "model.name_or_path), geometric (open-vocabulary detection plus metric depth lifted to 3D: "
+        "model.detector, model.depth_source, model.depth_model) or remote (a vision-language model "
+        "behind an OpenAI-compatible server such as vLLM: model.base_url, model.name_or_path).",
         choices=BACKENDS, read_only=True,
     ),
     ParamSpec(
         "model.name_or_path", "Qwen/Qwen2.5-VL-7B-Instruct",
         "vlm backend: hub id or local directory of an image-text-to-text checkpoint (transformers). "
-        "Offline (HF_HUB_OFFLINE=1) a hub id must already be in the cache.",
+        "Offline (HF_HUB_OFFLINE=1) a hub id must already be in the cache. remote backend: the model "
+        "id the server serves (as GET /v1/models lists it).",
         read_only=True, allow_empty=False,
     ),
     ParamSpec(
@@ -237,13 +240,58 @@ MODEL_PARAMS: tuple[ParamSpec, ...] = (
         "arrived (square pixels, centred principal point); answers say when it was used.",
         unit="deg", min_value=1.0, max_value=179.0, read_only=True,
     ),
+    # The remote backend (spatial/remote.py): the same question and image to an OpenAI-compatible server.
+    ParamSpec(
+        "model.base_url", "http://127.0.0.1:8000/v1",
+        "remote backend: the server's OpenAI-compatible API root, usually ending in /v1 (vLLM, "
+        "SGLang, TGI, llama.cpp, Ollama, transformers serve).",
+        read_only=True, allow_empty=False,
+    ),
+    ParamSpec(
+        "model.api_key_env", "",
+        "remote backend: the NAME of the environment variable that holds the API key (the key "
+        "itself is never a parameter, so `ros2 param get` cannot print it); empty: no key.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "model.timeout_s", 10.0,
+        "remote backend: one request's time limit; a frame whose answer takes longer gets no number.",
+        unit="s", min_value=0.1, max_value=3600.0, read_only=True,
+    ),
+    ParamSpec(
+        "model.retries", 0,
+        "remote backend: retries of a request that failed on the connection, a timeout, 408/409/429 "
+        "or 5xx (the openai client's backoff). 0: a reward must not wait out retries on a stale frame.",
+        min_value=0, max_value=10, read_only=True,
+    ),
+    ParamSpec(
+        "model.max_in_flight", 1,
+        "remote backend: requests in flight at once (frames, samples, both gap orders); more lets a "
+        "batching server (vLLM) keep up with a faster camera. reward_node then measures this many "
+        "frames at a time.",
+        unit="requests", min_value=1, max_value=64, read_only=True,
+    ),
+    ParamSpec(
+        "model.image_format", "png",
+        "remote backend: how the (resized) frame travels in the request, as a data URL. png is "
+        "lossless (the server sees the pixels the in-process model would); jpeg is smaller.",
+        choices=IMAGE_FORMATS, read_only=True,
+    ),
+    ParamSpec(
+        "model.extra_body", "",
+        "remote backend: a JSON object merged into every request body, for server-specific options "
+        "(transformers serve samples only when its generation_config field sets do_sample, see the "
+        "README; vLLM takes top_k, mm_processor_kwargs, ...). Empty: none.",
+        read_only=True,
+    ),
 )
 
 # The other backend on the same frame, for checking one against the other (see the README).
 def cross_check_param(what: str) -> ParamSpec:
     return ParamSpec(
         "cross_check", False,
-        "Also run the other backend (vlm <-> geometric, with the same model.* options) on every "
+        "Also run the other backend (vlm or remote -> geometric, geometric -> vlm, with the same "
+        "model.* options) on every "
         f"frame and report its number and the ratio to this one's in {what}; the configured "
         "backend still decides. Loads a second model.",
         read_only=True,

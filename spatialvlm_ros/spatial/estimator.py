@@ -1,12 +1,14 @@
 """The estimator interface every backend implements: frames + spatial questions in, metric answers out.
 
-Backends (``vlm``: a vision-language model; ``geometric``: detection + metric depth lifted to 3D) differ
-only in how they answer; nodes, the affordance chain and the annotator talk to this interface alone.
-Building a backend imports torch lazily.
+Backends (``vlm``: a vision-language model in this process; ``geometric``: detection + metric depth lifted
+to 3D; ``remote``: a vision-language model behind an OpenAI-compatible server) differ only in how they
+answer; nodes, the affordance chain and the annotator talk to this interface alone. Building a backend
+imports torch (or the openai client) lazily.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import threading
@@ -16,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from spatialvlm_ros.params import BACKENDS, DEPTH_SOURCES, DEVICES, DTYPES
+from spatialvlm_ros.params import BACKENDS, DEPTH_SOURCES, DEVICES, DTYPES, IMAGE_FORMATS
 from spatialvlm_ros.spatial.distance_text import parse_distance
 
 # distance: between two objects' centres; gap_width: free space between two objects; width/height: of
@@ -122,6 +124,25 @@ class Estimator(Protocol):
         """Free the model (GPU memory)."""
         ...
 
+# Optional attributes a backend may have (read with getattr): ``concurrent`` (True: estimate() may run
+# in several threads at once, as the remote backend's does), ``max_in_flight`` (requests it keeps in
+# flight) and ``problem`` (why it cannot answer right now, e.g. an unreachable server; None when fine).
+
+
+def user_message(question: str, image_part: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat put to a VLM: one user turn, the image then the question (shared by the in-process and
+    the remote backend, so both ask exactly the same thing)."""
+    return [{"role": "user", "content": [image_part, {"type": "text", "text": question}]}]
+
+
+def model_image(rgb: np.ndarray, max_pixels: int) -> Any:
+    """The frame as the model sees it: downscaled to at most ``max_pixels`` (0: as is), as a PIL image."""
+    from PIL import Image
+
+    from spatialvlm_ros.spatial.imaging import resize_max_pixels
+
+    return Image.fromarray(np.ascontiguousarray(resize_max_pixels(rgb, max_pixels)))
+
 
 def combine_answers(query: SpatialQuery, raw_answers: Sequence[str]) -> Estimate:
     """Parse each sampled answer and combine the readable ones by their median.
@@ -159,6 +180,14 @@ class ModelConfig:
     fallback_hfov_deg: float = 60.0
     segmenter: str = "none"
     cpu_threads: int = 0  # torch intra-op threads on the CPU (0: torch's default); cpu_runtime.py
+    # The remote backend (see params.MODEL_PARAMS).
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = ""
+    timeout_s: float = 10.0
+    retries: int = 0
+    max_in_flight: int = 1
+    image_format: str = "png"
+    extra_body: str = ""
 
     def __post_init__(self) -> None:
         for name, value, accepted in (
@@ -166,6 +195,7 @@ class ModelConfig:
             ("model.device", self.device, DEVICES),
             ("model.dtype", self.dtype, DTYPES),
             ("model.depth_source", self.depth_source, DEPTH_SOURCES),
+            ("model.image_format", self.image_format, IMAGE_FORMATS),
         ):
             if value not in accepted:
                 raise ValueError(f"{name}={value!r} is not accepted; accepted: {', '.join(accepted)}")
@@ -187,6 +217,24 @@ class ModelConfig:
             raise ValueError(f"model.detector_threshold must be within [0, 1], got {self.detector_threshold}")
         if not 1.0 <= self.fallback_hfov_deg <= 179.0:
             raise ValueError(f"model.fallback_hfov_deg must be within [1, 179], got {self.fallback_hfov_deg}")
+        if self.backend == "remote" and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"model.base_url {self.base_url!r} must be an http:// or https:// URL, "
+                             "e.g. http://gpu-box:8000/v1")
+        if self.timeout_s <= 0 or self.retries < 0 or self.max_in_flight < 1:
+            raise ValueError("model.timeout_s must be > 0, model.retries >= 0, model.max_in_flight >= 1")
+        self.extra_body_dict()  # a bad JSON object is refused now, not on the first frame
+
+    def extra_body_dict(self) -> dict[str, Any]:
+        """model.extra_body parsed (an empty dict when empty); ValueError when it is not a JSON object."""
+        if not self.extra_body.strip():
+            return {}
+        try:
+            value = json.loads(self.extra_body)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"model.extra_body is not valid JSON ({exc}): {self.extra_body!r}") from exc
+        if not isinstance(value, dict):
+            raise ValueError(f"model.extra_body must be a JSON object ({{...}}), got {self.extra_body!r}")
+        return value
 
     @classmethod
     def from_params(cls, values: dict[str, Any]) -> ModelConfig:
@@ -207,23 +255,36 @@ def build_estimator(config: ModelConfig) -> Estimator:
         from spatialvlm_ros.spatial.geometric import GeometricEstimator  # torch/transformers load here only
 
         return GeometricEstimator(config)
+    if config.backend == "remote":
+        from spatialvlm_ros.spatial.remote import RemoteEstimator  # the openai client loads here only
+
+        return RemoteEstimator(config)
     raise ValueError(f"model.backend={config.backend!r} is not accepted; accepted: {', '.join(BACKENDS)}")
 
 
 class SerializedEstimator:
     """One model copy shared by several nodes in a process: estimate() calls take turns.
 
-    Generation on one model is not safe to run concurrently (and would only contend for the GPU).
+    Generation on one model is not safe to run concurrently (and would only contend for the GPU). A
+    backend that says it is ``concurrent`` (the remote one: the server batches) is called without the lock.
     """
 
     def __init__(self, inner: Estimator) -> None:
         self.inner = inner
         self.backend = inner.backend
         self.model_name = inner.model_name
+        self.concurrent = bool(getattr(inner, "concurrent", False))
+        self.max_in_flight = int(getattr(inner, "max_in_flight", 1))
         self._lock = threading.Lock()
         self._users = 0
 
+    @property
+    def problem(self) -> str | None:
+        return getattr(self.inner, "problem", None)
+
     def estimate(self, items: Sequence[tuple[Frame, SpatialQuery]], samples: int = 1) -> list[Estimate]:
+        if self.concurrent:
+            return self.inner.estimate(items, samples)
         with self._lock:
             return self.inner.estimate(items, samples)
 

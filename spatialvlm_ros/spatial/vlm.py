@@ -26,8 +26,9 @@ from spatialvlm_ros.spatial.estimator import (
     ModelLoadError,
     SpatialQuery,
     combine_answers,
+    model_image,
+    user_message,
 )
-from spatialvlm_ros.spatial.imaging import resize_max_pixels
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +159,11 @@ class VLMEstimator:
             torch.cuda.empty_cache()
 
     def _prompt(self, question: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        messages = user_message(question, {"type": "image"})
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def _image(self, rgb: np.ndarray) -> Image.Image:
-        rgb = resize_max_pixels(rgb, self.config.max_image_pixels)
-        return Image.fromarray(np.ascontiguousarray(rgb))
+        return model_image(rgb, self.config.max_image_pixels)
 
     def generate_answers(self, images: Sequence[Image.Image], questions: Sequence[str],
                          samples: int = 1) -> list[list[str]]:
