@@ -28,6 +28,7 @@ from spatialvlm_ros.node_support import (
     NodeParams,
     StartupError,
     ThrottledLog,
+    estimator_problem,
     load_estimators,
     publish_diagnostics,
     run_nodes,
@@ -393,7 +394,7 @@ class AffordanceNode(Node):
         latency = statistics.median(self._latencies_ms) if self._latencies_ms else 0.0
         item = self.newest_frame()
         age = "" if item is None else f"{time.monotonic() - item.received_monotonic_s:.2f}"
-        problem = self._frame_problem(item, time.monotonic())
+        problem = self._frame_problem(item, time.monotonic()) or estimator_problem(self.estimator)
         publish_diagnostics(
             self, self.diag_pub, "affordance", ok=not problem, message=problem or "ready to answer",
             hardware_id=self.estimator.model_name,

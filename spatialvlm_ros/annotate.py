@@ -1,6 +1,7 @@
 """spatialvlm_annotate: label every frame of recorded episodes offline, in batches, with the nodes' estimators.
 
     spatialvlm_annotate ~/spatialvlm_episodes --model Qwen/Qwen2.5-VL-7B-Instruct --batch-size 8
+    spatialvlm_annotate ~/spatialvlm_episodes --model Qwen/Qwen2.5-VL-7B-Instruct --ray auto   # a Ray cluster
 
 Writes annotations.parquet and reward.png per episode (see the README) and prints one line per episode.
 The model and reward options are generated from the nodes' parameter declarations (params.py), so they
@@ -97,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute everything (discard earlier rows)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    fleet = parser.add_argument_group("a Ray cluster (one model copy per actor; put --ray after the episodes)")
+    fleet.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="spread frame batches over Ray actors: ADDRESS is 'local' (the default: a "
+                       "private instance on this machine), 'auto' (the cluster this machine is in), "
+                       "'ray://head:10001' or 'head:6379'")
+    fleet.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                       help="model copies (default: one per GPU in the cluster, or one per CPU without GPUs)")
+    fleet.add_argument("--ray-gpus-per-actor", type=float, default=None, metavar="X",
+                       help="GPUs each actor reserves (default: 1 when the cluster has GPUs and the model "
+                       "runs in the actor, else 0)")
     model = parser.add_argument_group("model (the nodes' model.* parameters)")
     for spec in MODEL_PARAMS:
         flags = (f"--{spec.name}", "--model") if spec.name == "model.name_or_path" else ()
@@ -119,8 +130,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[st
         reason = spec.validate(values[spec.name])
         if reason:
             parser.error(reason)
-    for name in ("every", "batch_size", "checkpoint_every"):
-        if values[name] < 1:
+    for name in ("every", "batch_size", "checkpoint_every", "ray_actors"):
+        if values[name] is not None and values[name] < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.target is not None and not args.target.strip():
         parser.error("--target is empty")
@@ -178,16 +189,23 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, model_values
         print(f"spatialvlm_annotate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     values = vars(args)
+    batch_size, make_estimator = args.batch_size, (lambda: build_estimator(model_config, require_server=True))
+    if args.ray is not None:
+        try:
+            batch_size, make_estimator = _ray_estimator(args, model_config)
+        except ModelLoadError as exc:
+            print(f"spatialvlm_annotate: {exc}", file=sys.stderr)
+            return EXIT_MODEL
     settings = AnnotateSettings(
         model=model_values, target_object=args.target, gripper=values["gripper_description"],
         question_template=values["question_template"], image_topic=args.image_topic,
         depth_topic=args.depth_topic, camera_info_topic=args.camera_info_topic,
-        samples=values["samples_per_frame"], every=args.every, batch_size=args.batch_size, shaping=shaping,
+        samples=values["samples_per_frame"], every=args.every, batch_size=batch_size, shaping=shaping,
         reward_modes=tuple(dict.fromkeys(values["reward.modes"])), output_dir=args.output,
         force=args.force, checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress and sys.stderr.isatty(), sync=sync,
     )
-    annotator = Annotator(settings, lambda: build_estimator(model_config))
+    annotator = Annotator(settings, make_estimator)
     failed: list[str] = []
     try:
         for episode in episodes:
@@ -219,6 +237,20 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, model_values
               f"{', '.join(failed)}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _ray_estimator(args: argparse.Namespace, model_config: Any) -> tuple[int, Any]:
+    """(the annotator's batch size, the estimator factory) for --ray: each batch the annotator hands over
+    is --batch-size frames per actor, so every model copy works on a batch of the usual size."""
+    from spatialvlm_ros.spatial.fleet import RayEstimator, connect, default_actors
+
+    resources = connect(args.ray)
+    actors, gpus = default_actors(resources, model_config)
+    actors = args.ray_actors or actors
+    gpus = gpus if args.ray_gpus_per_actor is None else args.ray_gpus_per_actor
+    print(f"spatialvlm_annotate: Ray cluster at {args.ray}: {resources.get('CPU', 0):g} CPUs, "
+          f"{resources.get('GPU', 0):g} GPUs; {actors} actor(s) with {gpus:g} GPU(s) each", file=sys.stderr)
+    return args.batch_size * actors, lambda: RayEstimator(model_config, actors, args.batch_size, gpus)
 
 
 if __name__ == "__main__":

@@ -333,5 +333,14 @@ def load_estimators(node_name: str, values: dict[str, Any], estimator: Any = Non
     return estimator, (cross_check_estimator if values.get("cross_check") else None)
 
 
+def estimator_problem(*estimators: Any) -> str | None:
+    """Why an estimator cannot answer right now (the remote backend's unreachable server), else None."""
+    for estimator in estimators:
+        problem = getattr(estimator, "problem", None) if estimator is not None else None
+        if problem:
+            return f"{getattr(estimator, 'backend', 'estimator')}: {problem}"
+    return None
+
+
 class StartupError(RuntimeError):
     """A node cannot start (bad parameters, a model that cannot be loaded); the text says what to do."""

@@ -27,6 +27,7 @@ from spatialvlm_ros.node_support import (
     NodeParams,
     StartupError,
     ThrottledLog,
+    estimator_problem,
     load_estimators,
     publish_diagnostics,
     run_nodes,
@@ -67,6 +68,7 @@ class RewardNode(Node):
         self._published_times: deque[float] = deque(maxlen=100)
         self._last_error: str | None = None
         self._processed = 0
+        self._newest_shaped_s = float("-inf")  # receive time of the newest frame that entered the shaper
 
         self.reward_pub = self.create_publisher(Float32, "reward", 10)
         # The same reward with the source image's header, for plotting and recording tools (README).
@@ -83,9 +85,15 @@ class RewardNode(Node):
                                   callback_group=MutuallyExclusiveCallbackGroup(),
                                   image_queue_depth=self.params["frame_queue_size"] if every else 1,
                                   sync=SyncPolicy.from_params(self.params.values))
-        self._worker = Worker(self._slot, self._process, self._on_worker_error, name="reward-worker",
-                              on_start=self._lower_priority)
-        self._worker.start()
+        # With frame_policy newest, one worker per request the estimator keeps in flight (the remote
+        # backend's model.max_in_flight): each takes the newest frame, so a batching server can answer a
+        # faster camera. frame_policy every keeps one worker: its frames are answered in order.
+        in_flight = 1 if every else max(1, int(getattr(self.estimator, "max_in_flight", 1)))
+        self._workers = [Worker(self._slot, self._process, self._on_worker_error, name=f"reward-worker-{i}",
+                                on_start=self._lower_priority) for i in range(in_flight)]
+        self._worker = self._workers[0]
+        for worker in self._workers:
+            worker.start()
         self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
             f"ready: backend={self.estimator.backend} model={self.estimator.model_name} "
@@ -185,8 +193,13 @@ class RewardNode(Node):
         cross = self._cross_check(item, query, samples, estimate.value_m)
         with self._state_lock:
             stale = query != self._query
+            # With several frames in flight, an answer that comes back after a newer frame's must not
+            # move the progress baseline backwards in time.
+            overtaken = item.received_monotonic_s < self._newest_shaped_s
             # An answer about the previous target must not enter the new target's episode.
-            step = None if estimate.value_m is None or stale else self._shaper.step(estimate.value_m)
+            step = None if estimate.value_m is None or stale or overtaken else self._shaper.step(estimate.value_m)
+            if step is not None:
+                self._newest_shaped_s = item.received_monotonic_s
             episode = self._episode
         latency_ms = (time.monotonic() - item.received_monotonic_s) * 1e3
         self._processed += 1
@@ -199,6 +212,9 @@ class RewardNode(Node):
         if stale:
             info["status"] = "target_changed"
             info["error"] = "target_object changed while this frame was measured; not rewarded"
+        elif overtaken and estimate.value_m is not None:
+            info["status"] = "overtaken"
+            info["error"] = "a newer frame was answered first (model.max_in_flight > 1); not rewarded"
         elif step is None:
             info["status"] = "no_distance"
             info["error"] = estimate.reason
@@ -236,9 +252,10 @@ class RewardNode(Node):
         recent = [t for t in self._published_times if now - t <= 10.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
         latency = statistics.median(self._latencies_ms) if self._latencies_ms else 0.0
+        problem = estimator_problem(self.estimator)
         publish_diagnostics(
-            self, self.diag_pub, "reward", ok=bool(self._processed),
-            message="publishing rewards" if recent else "no reward published in the last 10 s",
+            self, self.diag_pub, "reward", ok=bool(self._processed) and problem is None,
+            message=problem or ("publishing rewards" if recent else "no reward published in the last 10 s"),
             hardware_id=self.estimator.model_name,
             values={
                 "reward_rate_hz": f"{rate:.2f}",
@@ -251,9 +268,10 @@ class RewardNode(Node):
             })
 
     def close(self) -> None:
-        """Stop the worker, then free the model (called by main on the way out, before rclpy shuts down)."""
-        self._worker.stop(on_wait=lambda: self.get_logger().info(
-            "waiting for the model call in progress to finish (Ctrl-C again to exit now)"))
+        """Stop the workers, then free the model (called by main on the way out, before rclpy shuts down)."""
+        for worker in self._workers:
+            worker.stop(on_wait=lambda: self.get_logger().info(
+                "waiting for the model call in progress to finish (Ctrl-C again to exit now)"))
         # Frames that were still waiting will never be measured: say so while the context still allows.
         for item in self._slot.drain():
             with contextlib.suppress(Exception):  # the context may already be shut down (Ctrl-C)

@@ -100,6 +100,10 @@ DEPTH_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 HISTORY = 128  # depth and camera_info messages kept for matching (4 s of 30 Hz depth)
 RETRY_PREFIX = "model failed"  # Estimate.reason of a batch the model could not run: retried next time
+# model.* values that say where and how the model runs, not what it answers: changing them between runs
+# does not make earlier rows incomparable.
+NOT_IN_FINGERPRINT = ("model.device", "model.cpu_threads", "model.base_url", "model.api_key_env", "model.timeout_s",
+                      "model.retries", "model.max_in_flight")
 
 # Columns written per frame before rewards are known (the part files hold exactly these).
 BASE_SCHEMA = pa.schema([
@@ -585,7 +589,7 @@ class Annotator:
             "samples": s.samples,
             "topics": {"image": image, "depth": depth, "camera_info": camera_info},
             "sync": dataclasses.asdict(s.sync),
-            "model": {k: v for k, v in sorted(s.model.items()) if k not in ("model.device", "model.cpu_threads")},
+            "model": {k: v for k, v in sorted(s.model.items()) if k not in NOT_IN_FINGERPRINT},
         }
         meta = {
             "format": FORMAT,

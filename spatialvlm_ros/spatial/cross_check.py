@@ -18,12 +18,15 @@ from spatialvlm_ros.spatial.estimator import ModelConfig
 __all__ = ["cross_check_config", "cross_check_report", "other_backend"]
 
 
+# A VLM (in process or behind a server) is checked by geometry; geometry by the in-process VLM.
+_OTHER = {"vlm": "geometric", "remote": "geometric", "geometric": "vlm"}
+
+
 def other_backend(backend: str) -> str:
-    """vlm <-> geometric."""
-    others = [b for b in BACKENDS if b != backend]
-    if backend not in BACKENDS or len(others) != 1:
-        raise ValueError(f"no single other backend for {backend!r}; backends: {', '.join(BACKENDS)}")
-    return others[0]
+    """vlm or remote -> geometric; geometric -> vlm."""
+    if backend not in BACKENDS or backend not in _OTHER:
+        raise ValueError(f"no other backend for {backend!r}; backends: {', '.join(BACKENDS)}")
+    return _OTHER[backend]
 
 
 def cross_check_config(config: ModelConfig) -> ModelConfig:

@@ -242,8 +242,12 @@ class ModelConfig:
         return cls(**{k[len("model."):]: v for k, v in values.items() if k.startswith("model.")})
 
 
-def build_estimator(config: ModelConfig) -> Estimator:
-    """Load the configured backend. Raises ModelLoadError with what to do when it cannot."""
+def build_estimator(config: ModelConfig, require_server: bool = False) -> Estimator:
+    """Load the configured backend. Raises ModelLoadError with what to do when it cannot.
+
+    ``require_server``: the remote backend's server must answer now (a batch job); otherwise an
+    unreachable server only warns and frames get no number until it answers (a robot's node).
+    """
     from spatialvlm_ros.spatial.cpu_runtime import configure_cpu_runtime
 
     configure_cpu_runtime(config.cpu_threads)  # before torch loads: OpenMP reads its policy once
@@ -258,7 +262,7 @@ def build_estimator(config: ModelConfig) -> Estimator:
     if config.backend == "remote":
         from spatialvlm_ros.spatial.remote import RemoteEstimator  # the openai client loads here only
 
-        return RemoteEstimator(config)
+        return RemoteEstimator(config, require_server=require_server)
     raise ValueError(f"model.backend={config.backend!r} is not accepted; accepted: {', '.join(BACKENDS)}")
 
 
