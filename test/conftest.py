@@ -45,3 +45,16 @@ def tiny_llava_dir(tmp_path_factory) -> Path:
     from spatialvlm_ros.tiny_models import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory):
+    """ONE real OpenAI-compatible server per session (`transformers serve` on the shipped tiny spatial
+    model, CPU, a free 127.0.0.1 port), shared by every test that needs one; stopped by PID."""
+    from model_server import ModelServer
+
+    from spatialvlm_ros.models import shipped_model_path
+
+    server = ModelServer(shipped_model_path(), tmp_path_factory.mktemp("model_server") / "serve.log")
+    yield server
+    server.stop()
