@@ -241,3 +241,94 @@ def test_server_killed_mid_run_and_restarted(model_server, frames, query) -> Non
         remote.close()
         if not model_server.healthy():
             model_server.start()
+
+
+# ---------------------------------------------------------------------------------------------
+# reward_node with model.backend remote, over real topics
+
+
+@pytest.fixture(scope="module")
+def ros():
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def remote_reward_node(scene, base_url: str, model_id: str, **extra):
+    from rclpy.parameter import Parameter
+
+    from spatialvlm_ros.reward_node import RewardNode
+
+    values = {"model.backend": "remote", "model.base_url": base_url, "model.name_or_path": model_id,
+              "model.max_new_tokens": 16, "target_object": scene.target_description,
+              "diagnostics_period_s": 0.2, **extra}
+    return RewardNode(parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
+def test_reward_node_with_a_remote_backend_over_real_topics(ros, model_server, in_process, scene, query) -> None:
+    """Frames in on `image`, rewards out on `reward`/`reward_info`: the distances the server gives are the
+    in-process model's, with two frames in flight (model.max_in_flight 2: two worker threads)."""
+    from ros_helpers import Probe, Spinner, wait_for
+
+    node = remote_reward_node(scene, model_server.base_url, model_server.model_id, **{"model.max_in_flight": 2})
+    probe = Probe("remote_probe")
+    spinner = Spinner(node, probe)
+    try:
+        assert len(node._workers) == 2
+        wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="reward node subscribed")
+        wait_for(lambda: node.info_pub.get_subscription_count() > 0, what="probe subscribed")
+        rgbs = {100 + i: scene.render(i).rgb for i in (0, 4, 7)}
+        for sec, rgb in rgbs.items():
+            probe.send_rgb(rgb, sec)
+            wait_for(lambda sec=sec: probe.info_for(sec) is not None, 60, f"reward_info of {sec}")
+        for sec, rgb in rgbs.items():
+            info = probe.info_for(sec)
+            (want,) = in_process.estimate([(Frame(rgb), query)])
+            assert info["backend"] == "remote" and info["model"] == model_server.model_id
+            assert info["raw_answers"] == want.raw_answers and info["raw_distance_m"] == want.value_m
+            assert info["reward"] == pytest.approx(-want.value_m) and info["error"] is None
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()
+
+
+def test_reward_node_keeps_running_while_the_server_is_away(ros, scene) -> None:
+    """Nothing listens at model.base_url: the node starts anyway (a robot may boot before its GPU box), each
+    frame gets reward_info with the reason and no reward, /diagnostics says WARN and why, reset answers."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from ros_helpers import Probe, Spinner, wait_for
+    from std_srvs.srv import Trigger
+
+    node = remote_reward_node(scene, f"http://127.0.0.1:{free_port()}/v1", "Qwen/Qwen2.5-VL-7B-Instruct")
+    probe = Probe("away_probe")
+    statuses: list = []
+    probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), 10)
+    reset = probe.create_client(Trigger, "reset")
+    spinner = Spinner(node, probe)
+    try:
+        wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="reward node subscribed")
+        wait_for(lambda: node.info_pub.get_subscription_count() > 0, what="probe subscribed")
+        probe.send_rgb(scene.render(0).rgb, 300)
+        wait_for(lambda: probe.info_for(300) is not None, 30, "reward_info of the frame")
+        info = probe.info_for(300)
+        assert info["reward"] is None and info["error"].startswith("model failed: cannot reach the model server")
+        assert probe.rewards == []
+
+        def warned() -> bool:
+            return any(s.level == DiagnosticStatus.WARN and "cannot reach" in s.message
+                       and "reward" in s.name for s in list(statuses))
+
+        wait_for(warned, 10, "a WARN on /diagnostics naming the unreachable server")
+        wait_for(reset.service_is_ready, what="reset service")
+        future = reset.call_async(Trigger.Request())
+        wait_for(future.done, 10, "reset answered")
+        assert future.result().success
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()
