@@ -39,7 +39,7 @@ def connect(address: str) -> dict[str, float]:
                 ray.init(include_dashboard=False, log_to_driver=False)
             else:
                 ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, OSError, RuntimeError, ValueError) as exc:
             raise ModelLoadError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
