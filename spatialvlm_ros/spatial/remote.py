@@ -90,7 +90,7 @@ class RemoteEstimator:
         self._failures_in_a_row = 0
         self._n_honoured: bool | None = None  # unknown until a multi-sample answer comes back
         self.requests = 0  # sent, for diagnostics and the bench
-        self.client_seconds = 0.0  # spent encoding frames in this process (the client's own cost)
+        self.client_seconds = 0.0  # CPU time spent encoding frames in this process (the client's own cost)
         problem = self.check_server()
         if problem is not None:
             if require_server:
@@ -204,14 +204,14 @@ class RemoteEstimator:
     def estimate(self, items: Sequence[tuple[Frame, SpatialQuery]], samples: int = 1) -> list[Estimate]:
         if samples < 1:
             raise ValueError(f"samples must be at least 1, got {samples}")
-        started = time.perf_counter()
+        started = time.thread_time()
         urls: dict[int, str] = {}
         for frame, _ in items:  # several questions on one frame share one encoding
             if id(frame) not in urls:
                 urls[id(frame)] = encode_image(frame.rgb, self.config.max_image_pixels,
                                                self.config.image_format)
         with self._lock:
-            self.client_seconds += time.perf_counter() - started
+            self.client_seconds += time.thread_time() - started
         sampled = samples > 1
         seed = self.config.seed
         per_seed = sampled and self._n_honoured is False
