@@ -20,7 +20,7 @@ from launch_ros.actions import Node
 SHARE = get_package_share_directory("spatialvlm_ros")
 
 # launch argument -> node parameter it overrides when given (empty: keep the config file's value)
-OVERRIDES = {"model": "model.name_or_path", "object_a": "gap.object_a", "object_b": "gap.object_b"}
+OVERRIDES = {"model": "model.name_or_path", "backend": "model.backend", "base_url": "model.base_url", "object_a": "gap.object_a", "object_b": "gap.object_b"}
 
 
 def _affordance_node(context, *args, **kwargs):
@@ -54,6 +54,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="depth aligned with the image (16UC1 mm or 32FC1 m)"),
         DeclareLaunchArgument("model", default_value="",
                               description="hub id or local checkpoint; empty: the config file's"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="vlm | geometric | remote; empty: the config file's"),
+        DeclareLaunchArgument("base_url", default_value="",
+                              description="remote backend: the server's API root, e.g. http://gpu-box:8000/v1"),
         DeclareLaunchArgument("object_a", default_value="",
                               description="one side of the gap check_gap measures; empty: the config file's"),
         DeclareLaunchArgument("object_b", default_value="",

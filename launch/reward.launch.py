@@ -18,7 +18,7 @@ from launch_ros.actions import Node
 SHARE = get_package_share_directory("spatialvlm_ros")
 
 # launch argument -> node parameter it overrides when given (empty: keep the config file's value)
-OVERRIDES = {"model": "model.name_or_path", "target_object": "target_object"}
+OVERRIDES = {"model": "model.name_or_path", "backend": "model.backend", "base_url": "model.base_url", "target_object": "target_object"}
 
 
 def _reward_node(context, *args, **kwargs):
@@ -52,6 +52,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="depth aligned with the image (16UC1 mm or 32FC1 m)"),
         DeclareLaunchArgument("model", default_value="",
                               description="hub id or local checkpoint; empty: the config file's"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="vlm | geometric | remote; empty: the config file's"),
+        DeclareLaunchArgument("base_url", default_value="",
+                              description="remote backend: the server's API root, e.g. http://gpu-box:8000/v1"),
         DeclareLaunchArgument("target_object", default_value="",
                               description="what the gripper reaches for; empty: the config file's"),
         DeclareLaunchArgument("config", default_value=os.path.join(SHARE, "config", "reward.yaml"),

@@ -35,6 +35,8 @@ RECORDER_YAML = os.path.join(SHARE, "config", "recorder.yaml")
 # launch argument -> node parameter it overrides when given (empty: keep the config files' value)
 OVERRIDES = {
     "model": "model.name_or_path",
+    "backend": "model.backend",
+    "base_url": "model.base_url",
     "target_object": "target_object",
     "object_a": "gap.object_a",
     "object_b": "gap.object_b",
@@ -84,6 +86,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="depth aligned with the image (16UC1 mm or 32FC1 m)"),
         DeclareLaunchArgument("model", default_value="",
                               description="hub id or local checkpoint for both model nodes; empty: the config's"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="vlm | geometric | remote; empty: the config file's"),
+        DeclareLaunchArgument("base_url", default_value="",
+                              description="remote backend: the server's API root, e.g. http://gpu-box:8000/v1"),
         DeclareLaunchArgument("target_object", default_value="",
                               description="what the gripper reaches for; empty: the config's"),
         DeclareLaunchArgument("object_a", default_value="",

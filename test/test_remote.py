@@ -332,3 +332,20 @@ def test_reward_node_keeps_running_while_the_server_is_away(ros, scene) -> None:
         node.close()
         node.destroy_node()
         probe.destroy_node()
+
+
+def test_the_remote_backend_loads_neither_torch_nor_transformers() -> None:
+    """What the README promises a robot without a GPU: the nodes with backend remote need the openai
+    client only (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import spatialvlm_ros.reward_node, spatialvlm_ros.affordance_node\n"
+            "from spatialvlm_ros.spatial.estimator import ModelConfig, build_estimator\n"
+            f"e = build_estimator(ModelConfig(backend='remote', base_url='http://127.0.0.1:{free_port()}/v1'))\n"
+            "e.close()\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
