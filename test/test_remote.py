@@ -349,3 +349,43 @@ def test_the_remote_backend_loads_neither_torch_nor_transformers() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_affordance_node_answers_with_the_reason_while_the_server_is_away(ros, scene) -> None:
+    """check_gap on a frame with the server unreachable: success false, the reason names the server, and
+    the affordance node's /diagnostics say WARN."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from ros_helpers import Probe, Spinner, wait_for
+    from std_srvs.srv import Trigger
+
+    from spatialvlm_ros.affordance_node import AffordanceNode
+
+    values = {"model.backend": "remote", "model.base_url": f"http://127.0.0.1:{free_port()}/v1",
+              "diagnostics_period_s": 0.2}
+    node = AffordanceNode(parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    probe = Probe("away_affordance_probe")
+    caller = Node("away_affordance_caller")
+    check_gap = caller.create_client(Trigger, "check_gap")
+    statuses: list = []
+    caller.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), 10)
+    spinner = Spinner(node, probe, caller)
+    try:
+        wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="affordance node subscribed")
+        probe.send_rgb(scene.render(0).rgb, 400)
+        wait_for(lambda: node.newest_frame() is not None, 10, "the frame")
+        wait_for(check_gap.service_is_ready, what="check_gap")
+        future = check_gap.call_async(Trigger.Request())
+        wait_for(future.done, 30, "check_gap answered")
+        response = future.result()
+        assert not response.success and "cannot reach the model server" in response.message
+        assert '"backend": "remote"' in response.message
+        wait_for(lambda: any(s.level == DiagnosticStatus.WARN and "cannot reach" in s.message
+                             and "affordance" in s.name for s in list(statuses)), 10, "WARN diagnostics")
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()
+        caller.destroy_node()
