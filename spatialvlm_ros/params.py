@@ -267,8 +267,8 @@ MODEL_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "model.max_in_flight", 1,
         "remote backend: requests in flight at once (frames, samples, both gap orders); more lets a "
-        "batching server (vLLM) keep up with a faster camera. reward_node then measures this many "
-        "frames at a time.",
+        "batching server (vLLM) keep up with a faster camera. reward_node with frame_policy newest "
+        "then measures this many frames at a time (frame_policy every keeps one, in order).",
         unit="requests", min_value=1, max_value=64, read_only=True,
     ),
     ParamSpec(
