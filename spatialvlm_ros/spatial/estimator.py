@@ -248,9 +248,10 @@ def build_estimator(config: ModelConfig, require_server: bool = False) -> Estima
     ``require_server``: the remote backend's server must answer now (a batch job); otherwise an
     unreachable server only warns and frames get no number until it answers (a robot's node).
     """
-    from spatialvlm_ros.spatial.cpu_runtime import configure_cpu_runtime
+    if config.backend != "remote":  # the remote backend runs no model here and must not load torch
+        from spatialvlm_ros.spatial.cpu_runtime import configure_cpu_runtime
 
-    configure_cpu_runtime(config.cpu_threads)  # before torch loads: OpenMP reads its policy once
+        configure_cpu_runtime(config.cpu_threads)  # before torch loads: OpenMP reads its policy once
     if config.backend == "vlm":
         from spatialvlm_ros.spatial.vlm import VLMEstimator  # torch/transformers load here only
 
