@@ -29,6 +29,8 @@ setup(
         "console_scripts": [
             "reward_node = spatialvlm_ros.reward_node:main",
             "affordance_node = spatialvlm_ros.affordance_node:main",
+            "reward_node_managed = spatialvlm_ros.managed:reward_main",
+            "affordance_node_managed = spatialvlm_ros.managed:affordance_main",
             "spatialvlm_node = spatialvlm_ros.combined_node:main",
             "recorder_node = spatialvlm_ros.recorder_node:main",
             "spatialvlm_demo_camera = spatialvlm_ros.demo_camera:main",

@@ -5,53 +5,31 @@
 
 Arguments remap the camera topics and override the model and the configured gap; everything else
 (robot_width_m, safety_margin_m, max_frame_age_s, ...) comes from the config file (default: the installed
-config/affordance.yaml; copy it and pass config:=/path/to/yours.yaml).
+config/affordance.yaml; copy it and pass config:=/path/to/yours.yaml). The camera arguments,
+use_sim_time, namespace and the Fast DDS profile are shared by every launch file
+(spatialvlm_ros/launch_support.py). The launch ends, with a non-zero status, when the node fails.
 """
 
-import os
-
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-SHARE = get_package_share_directory("spatialvlm_ros")
+from spatialvlm_ros import launch_support as ls
 
 # launch argument -> node parameter it overrides when given (empty: keep the config file's value)
 OVERRIDES = {"model": "model.name_or_path", "backend": "model.backend", "base_url": "model.base_url", "object_a": "gap.object_a", "object_b": "gap.object_b"}
 
 
-def _affordance_node(context, *args, **kwargs):
-    overrides = {param: LaunchConfiguration(arg).perform(context) for arg, param in OVERRIDES.items()}
-    overrides = {param: value for param, value in overrides.items() if value}
-    image = LaunchConfiguration("image").perform(context)
-    return [Node(
-        package="spatialvlm_ros",
-        executable="affordance_node",
-        name="spatialvlm_affordance",
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[LaunchConfiguration("config"), overrides],
-        remappings=[
-            ("image", image),
-            ("image/compressed", image + "/compressed"),
-            ("camera_info", LaunchConfiguration("camera_info")),
-            ("depth", LaunchConfiguration("depth")),
-        ],
-        output="screen",
-        emulate_tty=True,
-    )]
+def _nodes(context, *args, **kwargs):
+    executable = "affordance_node_managed" if ls.is_true(context, "managed") else "affordance_node"
+    node = ls.package_node(context, executable, name="spatialvlm_affordance",
+                           parameters=[LaunchConfiguration("config"), ls.overrides(context, OVERRIDES)])
+    return [node, ls.required(node)]
 
 
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
-        DeclareLaunchArgument("image", default_value="/camera/color/image_raw",
-                              description="colour image topic (sensor_msgs/Image)"),
-        DeclareLaunchArgument("camera_info", default_value="/camera/color/camera_info",
-                              description="camera info topic of that image"),
-        DeclareLaunchArgument("depth", default_value="/camera/aligned_depth_to_color/image_raw",
-                              description="depth aligned with the image (16UC1 mm or 32FC1 m)"),
+        *ls.camera_arguments(),
         DeclareLaunchArgument("model", default_value="",
                               description="hub id or local checkpoint; empty: the config file's"),
         DeclareLaunchArgument("backend", default_value="",
@@ -62,13 +40,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="one side of the gap check_gap measures; empty: the config file's"),
         DeclareLaunchArgument("object_b", default_value="",
                               description="the other side of that gap; empty: the config file's"),
-        DeclareLaunchArgument("config", default_value=os.path.join(SHARE, "config", "affordance.yaml"),
+        DeclareLaunchArgument("config", default_value=ls.share_file("config", "affordance.yaml"),
                               description="parameter file"),
-        DeclareLaunchArgument("namespace", default_value=""),
-        DeclareLaunchArgument("use_shm_profile", default_value="true",
-                              description="use the package's Fast DDS profile for camera-sized messages"),
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE",
-                               os.path.join(SHARE, "config", "fastdds_shm.xml"),
-                               condition=IfCondition(LaunchConfiguration("use_shm_profile"))),
-        OpaqueFunction(function=_affordance_node),
+        *ls.managed_argument(),
+        *ls.common_arguments(),
+        OpaqueFunction(function=_nodes),
     ])

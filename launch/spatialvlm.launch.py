@@ -16,21 +16,16 @@ model nodes.
 ``single_process:=false`` (default) runs reward and affordance as two processes, each loading the model;
 ``single_process:=true`` runs them in one process (``spatialvlm_node``) around one model copy, as long as
 their ``model.*`` parameters are equal (the node logs whether they are shared).
+
+Every node started here is required: when one fails (a model that cannot be loaded exits 2), the whole
+launch stops with a non-zero status rather than running on with the recorder alone.
 """
 
-import os
-
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition, UnlessCondition
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-SHARE = get_package_share_directory("spatialvlm_ros")
-REWARD_YAML = os.path.join(SHARE, "config", "reward.yaml")
-AFFORDANCE_YAML = os.path.join(SHARE, "config", "affordance.yaml")
-RECORDER_YAML = os.path.join(SHARE, "config", "recorder.yaml")
+from spatialvlm_ros import launch_support as ls
 
 # launch argument -> node parameter it overrides when given (empty: keep the config files' value)
 OVERRIDES = {
@@ -40,50 +35,33 @@ OVERRIDES = {
     "target_object": "target_object",
     "object_a": "gap.object_a",
     "object_b": "gap.object_b",
+    "output_dir": "output_dir",
 }
 
 
 def _nodes(context, *args, **kwargs):
-    overrides = {param: LaunchConfiguration(arg).perform(context) for arg, param in OVERRIDES.items()}
-    overrides = {param: value for param, value in overrides.items() if value}
     config = LaunchConfiguration("config").perform(context)
-    shared = ([config] if config else []) + [overrides]
-    image = LaunchConfiguration("image").perform(context)
-    common = {
-        "package": "spatialvlm_ros",
-        "namespace": LaunchConfiguration("namespace"),
-        "remappings": [
-            ("image", image),
-            ("image/compressed", image + "/compressed"),
-            ("camera_info", LaunchConfiguration("camera_info")),
-            ("depth", LaunchConfiguration("depth")),
-        ],
-        "output": "screen",
-        "emulate_tty": True,
-    }
-    two_processes = UnlessCondition(LaunchConfiguration("single_process"))
-    return [
-        Node(executable="reward_node", name="spatialvlm_reward",
-             parameters=[REWARD_YAML, *shared], condition=two_processes, **common),
-        Node(executable="affordance_node", name="spatialvlm_affordance",
-             parameters=[AFFORDANCE_YAML, *shared], condition=two_processes, **common),
+    shared = ([config] if config else []) + [ls.overrides(context, OVERRIDES)]
+    reward_yaml = ls.share_file("config", "reward.yaml")
+    affordance_yaml = ls.share_file("config", "affordance.yaml")
+    if ls.is_true(context, "single_process"):
         # No name= here: it would rename every node in the process. Each file's section names its node.
-        Node(executable="spatialvlm_node", parameters=[REWARD_YAML, AFFORDANCE_YAML, *shared],
-             condition=IfCondition(LaunchConfiguration("single_process")), **common),
-        Node(executable="recorder_node", name="spatialvlm_recorder",
-             parameters=[RECORDER_YAML, *shared],
-             condition=IfCondition(LaunchConfiguration("recorder")), **common),
-    ]
+        nodes = [ls.package_node(context, "spatialvlm_node", parameters=[reward_yaml, affordance_yaml, *shared])]
+    else:
+        nodes = [
+            ls.package_node(context, "reward_node", name="spatialvlm_reward", parameters=[reward_yaml, *shared]),
+            ls.package_node(context, "affordance_node", name="spatialvlm_affordance",
+                            parameters=[affordance_yaml, *shared]),
+        ]
+    if ls.is_true(context, "recorder"):
+        nodes.append(ls.package_node(context, "recorder_node", name="spatialvlm_recorder",
+                                     parameters=[ls.share_file("config", "recorder.yaml"), *shared]))
+    return [*nodes, *[ls.required(node) for node in nodes]]
 
 
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
-        DeclareLaunchArgument("image", default_value="/camera/color/image_raw",
-                              description="colour image topic (sensor_msgs/Image)"),
-        DeclareLaunchArgument("camera_info", default_value="/camera/color/camera_info",
-                              description="camera info topic of that image"),
-        DeclareLaunchArgument("depth", default_value="/camera/aligned_depth_to_color/image_raw",
-                              description="depth aligned with the image (16UC1 mm or 32FC1 m)"),
+        *ls.camera_arguments(),
         DeclareLaunchArgument("model", default_value="",
                               description="hub id or local checkpoint for both model nodes; empty: the config's"),
         DeclareLaunchArgument("backend", default_value="",
@@ -96,6 +74,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="one side of the gap check_gap measures; empty: the config's"),
         DeclareLaunchArgument("object_b", default_value="",
                               description="the other side of that gap; empty: the config's"),
+        DeclareLaunchArgument("output_dir", default_value="",
+                              description="where the recorder writes episodes; empty: the config's"),
         DeclareLaunchArgument("config", default_value="",
                               description="one parameter file for all nodes (sections per node name or "
                                           "/**), applied over the installed per-node files; empty: none"),
@@ -103,11 +83,6 @@ def generate_launch_description() -> LaunchDescription:
                               description="true: reward and affordance in one process, one model copy"),
         DeclareLaunchArgument("recorder", default_value="true",
                               description="start recorder_node (record service) too"),
-        DeclareLaunchArgument("namespace", default_value=""),
-        DeclareLaunchArgument("use_shm_profile", default_value="true",
-                              description="use the package's Fast DDS profile for camera-sized messages"),
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE",
-                               os.path.join(SHARE, "config", "fastdds_shm.xml"),
-                               condition=IfCondition(LaunchConfiguration("use_shm_profile"))),
+        *ls.common_arguments(),
         OpaqueFunction(function=_nodes),
     ])

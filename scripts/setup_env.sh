@@ -12,11 +12,12 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 stamp="$venv/.spatialvlm_stamp"
-want="$(cat "$root/requirements.txt" "$root/requirements-test.txt" "$root/setup.py" "$root/setup.cfg" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root/requirements-ros.txt" "$root/requirements.txt" "$root/requirements-test.txt" "$root/setup.py" "$root/setup.cfg" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing requirements into $venv (first run: a few minutes)"
   "$venv/bin/python" -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  "$venv/bin/python" -m pip install --quiet -r "$root/requirements.txt" -r "$root/requirements-test.txt" 2>&1 \
+  "$venv/bin/python" -m pip install --quiet -r "$root/requirements-ros.txt" -r "$root/requirements.txt" \
+    -r "$root/requirements-test.txt" 2>&1 \
     | grep -v "^WARNING: Location" || true
   "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$root" 2>&1 \
     | grep -v "^WARNING: Location" || true

@@ -23,13 +23,14 @@ from rclpy.timer import Timer
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from spatialvlm_ros.camera_input import CameraFrame, CameraInput, stamp_dict
+from spatialvlm_ros.camera_input import CameraFrame, CameraInput, arrival_values, stamp_dict
+from spatialvlm_ros.debug_output import DebugOutputs, debug_outputs_for
 from spatialvlm_ros.node_support import (
+    ModelPhases,
     NodeParams,
     StartupError,
     ThrottledLog,
     estimator_problem,
-    load_estimators,
     publish_diagnostics,
     run_nodes,
     to_json,
@@ -90,7 +91,7 @@ class PendingQuery:
             return True
 
 
-class AffordanceNode(Node):
+class AffordanceNode(ModelPhases, Node):
     """Answers gap questions on the newest frame: ``affordance/query`` -> ``affordance/answer``, ``check_gap``."""
 
     def __init__(self, estimator: Estimator | None = None, cross_check_estimator: Estimator | None = None,
@@ -103,9 +104,7 @@ class AffordanceNode(Node):
                 raise ValueError(problem)
         except ValueError as exc:
             raise StartupError(f"{NODE_NAME}: {exc}") from exc
-        # cross_check: the other backend measures the same gap; reported, never deciding.
-        self.estimator, self.cross_estimator = load_estimators(
-            NODE_NAME, self.params.values, estimator, cross_check_estimator)
+        self._injected = (estimator, cross_check_estimator)
         self._throttle = ThrottledLog(self.get_logger())
         self._frame_lock = threading.Lock()
         self._newest: CameraFrame | None = None
@@ -117,8 +116,17 @@ class AffordanceNode(Node):
         self._last_error: str | None = None
         self._periodic: PendingQuery | None = None
         self._periodic_timer: Timer | None = None
-        self._closing = False
+        # Why queries are refused while no worker runs (None while active).
+        self._inactive: str | None = "the node is not active (a managed node answers once activated)"
+        self.camera: CameraInput | None = None
+        self.debug: DebugOutputs | None = None
+        self._worker: threading.Thread | None = None
+        self._query_sub: Any = None
+        self._diag_timer: Any = None
 
+        if not self.managed:
+            # Before any service appears: a client that sees one is answered at once, not after loading.
+            self.load_model()
         self.answer_pub = self.create_publisher(String, "affordance/answer", ANSWER_QUEUE_DEPTH)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # The FIFO and its one worker: queries are answered in the order they arrived, one model call
@@ -126,27 +134,74 @@ class AffordanceNode(Node):
         self._queue: queue.Queue[PendingQuery] = queue.Queue(maxsize=self.params["query_queue_size"])
         self._stopping = threading.Event()
         self.worker_busy = threading.Event()
-        self._worker = threading.Thread(target=self._run_worker, name="affordance-worker", daemon=True)
-        self._worker.start()
-
         # Topic queries and timer ticks share one mutually exclusive group, so they enter the FIFO in
         # the order they arrived. check_gap blocks its executor thread until the worker answers, so it
         # gets a group of its own: frames, queries and parameters keep flowing on the other threads,
         # and concurrent check_gap calls wait their turn instead of holding every executor thread.
         self._query_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(String, "affordance/query", self._on_query, QUERY_QUEUE_DEPTH,
-                                 callback_group=self._query_group)
         self.create_service(Trigger, "check_gap", self._on_check_gap,
                             callback_group=MutuallyExclusiveCallbackGroup())
+        if not self.managed:  # a managed node loads on configure and starts on activate (managed.py)
+            self.start_work()
+
+    # ------------------------------------------------------------------ phases (managed.py drives them)
+    def start_work(self) -> None:
+        """Start the worker and subscribe the camera and the queries, on the loaded model."""
+        assert self.estimator is not None, "load_model() first"
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._run_worker, args=(self._stopping,),
+                                        name="affordance-worker", daemon=True)
+        self._worker.start()
+        self.debug = debug_outputs_for(self, self.estimator, self.params.values)
+        self._query_sub = self.create_subscription(String, "affordance/query", self._on_query, QUERY_QUEUE_DEPTH,
+                                                   callback_group=self._query_group)
         self.camera = CameraInput(self, self.params["image_transport"], self._on_frame, self._on_bad_frame,
                                   callback_group=MutuallyExclusiveCallbackGroup(),
                                   sync=SyncPolicy.from_params(self.params.values))
+        self._inactive = None
         self._set_periodic_rate(self.params["publish_rate_hz"])
-        self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
+        self._diag_timer = self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
             f"ready: backend={self.estimator.backend} model={self.estimator.model_name} "
             f"gap=({self.params['gap.object_a']!r}, {self.params['gap.object_b']!r}) "
             f"robot_width_m={self.params['robot_width_m']:g}")
+
+    def stop_work(self, reason: str = "the node was deactivated") -> None:
+        """Stop taking queries and frames; what is still queued is answered with ``reason``. The model
+        stays loaded."""
+        self._inactive = reason
+        self._stopping.set()
+        worker = self._worker
+        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
+            worker.join(WORKER_JOIN_TIMEOUT_S)
+            if worker.is_alive():  # the model may be freed next: never under a running call
+                self.get_logger().info("waiting for the model call in progress to finish "
+                                       "(Ctrl-C again to exit now)")
+                worker.join()
+        self._worker = None
+        while True:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if pending.start():
+                try:
+                    self._deliver(pending, GapAnswer.refusal(reason, query=pending.query), None, None)
+                except Exception:  # noqa: BLE001 - the context may already be gone; waiters are released
+                    pass
+        self._set_periodic_rate(0.0)
+        for part in (self.camera, self.debug):
+            if part is not None:
+                part.destroy()
+        self.camera = self.debug = None
+        if self._query_sub is not None:
+            self.destroy_subscription(self._query_sub)
+            self._query_sub = None
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        with self._frame_lock:
+            self._newest = None  # a frame from before the pause must not be answered after it
 
     # ------------------------------------------------------------------ parameters
     @staticmethod
@@ -169,7 +224,7 @@ class AffordanceNode(Node):
         problem = self._params_problem(new)
         if problem:
             return problem
-        if new["publish_rate_hz"] != self.params["publish_rate_hz"]:
+        if new["publish_rate_hz"] != self.params["publish_rate_hz"] and self._inactive is None:
             self._set_periodic_rate(new["publish_rate_hz"])
         return None
 
@@ -242,7 +297,7 @@ class AffordanceNode(Node):
         """Queue ``query`` for the worker, or answer it at once when it cannot be measured now."""
         pending = PendingQuery(query, source, received)
         item = self.newest_frame()
-        problem = "the node is shutting down" if self._closing else self._frame_problem(item, received)
+        problem = self._inactive or self._frame_problem(item, received)
         if problem is None:
             try:
                 self._queue.put_nowait(pending)
@@ -289,13 +344,13 @@ class AffordanceNode(Node):
         self._periodic = self._submit(query, "periodic", received)
 
     # ------------------------------------------------------------------ the worker
-    def _run_worker(self) -> None:
+    def _run_worker(self, stopping: threading.Event) -> None:
         from spatialvlm_ros.spatial.cpu_runtime import lower_thread_priority
 
         problem = lower_thread_priority(self.params["worker_nice"])
         if problem:
             self.get_logger().warning(problem)
-        while not self._stopping.is_set():
+        while not stopping.is_set():
             try:
                 pending = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -321,10 +376,13 @@ class AffordanceNode(Node):
             return
         self.camera.complete(item)  # joins the depth / camera_info stamped like this frame
         values = self.params.values
+        estimates: list = []
         try:
             questions = gap_queries(query, values["gap.question_template"])
-            estimates = self.estimator.estimate([(item.frame, q) for q in questions],
-                                                samples=values["samples_per_frame"])
+            estimator = self.estimator
+            assert estimator is not None  # the worker runs only between start_work and stop_work
+            estimates = estimator.estimate([(item.frame, q) for q in questions],
+                                           samples=values["samples_per_frame"])
             answer = gap_answer_from_estimates(query, estimates,
                                                values["gap.max_disagreement_ratio"])
             if self.cross_estimator is not None:
@@ -336,6 +394,10 @@ class AffordanceNode(Node):
         if answer.fits is None and answer.reason:
             self._last_error = answer.reason
         self._deliver(pending, answer, item, now)
+        debug = self.debug
+        if debug is not None and estimates and debug.wanted():
+            debug.publish(item.header, item.frame, [query.question or estimates[0].query.text, answer.answer],
+                          estimates)
 
     def _cross_check(self, item: CameraFrame, query: GapQuery, questions: list,
                      primary_m: float | None) -> dict[str, Any]:
@@ -365,8 +427,8 @@ class AffordanceNode(Node):
             frame_id=item.header.frame_id if item is not None else None,
             frame_age_s=frame_age_s,
             latency_ms=round(latency_ms, 2),
-            backend=self.estimator.backend,
-            model=self.estimator.model_name,
+            backend=getattr(self.estimator, "backend", None),
+            model=getattr(self.estimator, "model_name", None),
         )
         if pending.cross_check is not None:
             body["cross_check"] = pending.cross_check
@@ -395,43 +457,29 @@ class AffordanceNode(Node):
         item = self.newest_frame()
         age = "" if item is None else f"{time.monotonic() - item.received_monotonic_s:.2f}"
         problem = self._frame_problem(item, time.monotonic()) or estimator_problem(self.estimator)
+        camera = self.camera
+        arrivals = camera.arrivals.report() if camera is not None else None
+        if arrivals is not None and arrivals.problem:
+            problem = f"{problem}; {arrivals.problem}" if problem else arrivals.problem
+            self._throttle.warn("transport", arrivals.problem)
         publish_diagnostics(
             self, self.diag_pub, "affordance", ok=not problem, message=problem or "ready to answer",
-            hardware_id=self.estimator.model_name,
+            hardware_id=getattr(self.estimator, "model_name", ""),
             values={
                 **counts,
+                **arrival_values(arrivals),
                 "queued": self._queue.qsize(),
                 "median_latency_ms": f"{latency:.1f}",
                 "frame_age_s": age,
-                "frames_received": self.camera.received,
-                "frames_bad": self.camera.bad,
+                "frames_received": camera.received if camera else 0,
+                "frames_bad": camera.bad if camera else 0,
                 "last_error": self._last_error,
             })
 
     def close(self) -> None:
         """Stop the worker, answer what is still queued, free the model (called by main on the way out)."""
-        self._closing = True
-        self._stopping.set()
-        if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(WORKER_JOIN_TIMEOUT_S)
-            if self._worker.is_alive():  # the model is freed below: never under a running call
-                self.get_logger().info("waiting for the model call in progress to finish "
-                                       "(Ctrl-C again to exit now)")
-                self._worker.join()
-        while True:
-            try:
-                pending = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if pending.start():
-                try:
-                    self._deliver(pending, GapAnswer.refusal("the node is shutting down", query=pending.query),
-                                  None, None)
-                except Exception:  # noqa: BLE001 - the context may already be gone; waiters are released
-                    pass
-        self.estimator.close()
-        if self.cross_estimator is not None:
-            self.cross_estimator.close()
+        self.stop_work("the node is shutting down")
+        self.free_model()
 
 
 def main(args: list[str] | None = None) -> None:

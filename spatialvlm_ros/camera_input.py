@@ -5,12 +5,19 @@ never reaches the model. Depth and camera_info are kept by header stamp and join
 ``complete`` (on the worker, just before the model runs) with the same rule the annotator uses
 (``spatial/stamp_sync.py``): a depth image stamped within ``sync.slop_s`` of the frame and arrived
 within ``sync.max_age_s`` of it, or none, and the frame says why (``depth_error``).
+
+Each input starts best-effort (it matches every publisher) and is re-subscribed reliably once every
+publisher on it is reliable (the recorder's rule, node_support.matching_qos), so frames a camera sends
+reliably are not lost to a best-effort reader; back to best-effort if a best-effort publisher appears.
+Arrivals are compared with the camera's own stamps (spatial/arrivals.py) to tell frames lost in
+transport from a camera that is slow.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +27,8 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from spatialvlm_ros.node_support import CAMERA_QOS
+from spatialvlm_ros.node_support import CAMERA_QOS, matching_qos
+from spatialvlm_ros.spatial.arrivals import ArrivalMonitor, ArrivalReport
 from spatialvlm_ros.spatial.estimator import Frame, intrinsics_from_camera_info
 from spatialvlm_ros.spatial.imaging import (
     ImageDecodeError,
@@ -43,12 +51,27 @@ class CameraFrame:
     completed: bool = False
 
 
+# How often the inputs' publishers are looked up to match their reliability.
+QOS_CHECK_PERIOD_S = 1.0
+
+
 def stamp_dict(header: Any) -> dict[str, int]:
     return {"sec": int(header.stamp.sec), "nanosec": int(header.stamp.nanosec)}
 
 
 def stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def arrival_values(report: ArrivalReport | None) -> dict[str, str]:
+    """The arrival report as diagnostics values (empty strings while too few frames have arrived)."""
+    def fmt(value: float | None, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
+    if report is None:
+        return {"frames_arrival_hz": "", "camera_rate_hz": "", "frames_lost_in_transport": ""}
+    return {"frames_arrival_hz": fmt(report.arrival_hz, ".2f"), "camera_rate_hz": fmt(report.camera_hz, ".2f"),
+            "frames_lost_in_transport": fmt(report.lost_share, ".0%")}
 
 
 class CameraInput:
@@ -69,6 +92,7 @@ class CameraInput:
         image_queue_depth: int = 1,
         sync: SyncPolicy | None = None,
     ) -> None:
+        self._node = node
         self._on_frame = on_frame
         self._on_bad = on_bad
         self._clock = node.get_clock()
@@ -80,21 +104,69 @@ class CameraInput:
         self._depth: StampedBuffer[Image] = StampedBuffer(history)
         self.received = 0
         self.bad = 0
+        self.arrivals = ArrivalMonitor()
+        self._group = callback_group
+        image = ("image/compressed", CompressedImage, self._on_compressed) if transport == "compressed" \
+            else ("image", Image, self._on_image)
+        # input name -> (type, callback); each is subscribed best-effort first (matches every publisher)
+        self._inputs: dict[str, tuple[Any, Callable[[Any], None]]] = {
+            image[0]: image[1:], "camera_info": (CameraInfo, self._on_camera_info),
+            "depth": (Image, self._on_depth)}
         # Depth 1 for a camera (only the newest frame is used); deeper for frame_policy every, so that a
         # burst of simulator frames waits in DDS for the callback instead of being overwritten there.
-        image_qos = CAMERA_QOS if image_queue_depth == 1 else QoSProfile(
-            depth=image_queue_depth, reliability=CAMERA_QOS.reliability,
-            durability=CAMERA_QOS.durability, history=CAMERA_QOS.history)
-        if transport == "compressed":
-            node.create_subscription(CompressedImage, "image/compressed", self._on_compressed,
-                                     image_qos, callback_group=callback_group)
-        else:
-            node.create_subscription(Image, "image", self._on_image, image_qos,
-                                     callback_group=callback_group)
-        node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, CAMERA_QOS,
-                                 callback_group=callback_group)
-        node.create_subscription(Image, "depth", self._on_depth, CAMERA_QOS,
-                                 callback_group=callback_group)
+        self._depths = {name: (image_queue_depth if name == image[0] else 1) for name in self._inputs}
+        self._subscriptions: dict[str, Any] = {}
+        self._reliable: dict[str, bool] = {}
+        self._retired: list[Any] = []  # replaced subscriptions, destroyed on the next check
+        self._recent_keys: deque[tuple[int, int, str]] = deque(maxlen=16)
+        for name in self._inputs:
+            self._subscribe(name, CAMERA_QOS if self._depths[name] == 1 else QoSProfile(
+                depth=self._depths[name], reliability=CAMERA_QOS.reliability,
+                durability=CAMERA_QOS.durability, history=CAMERA_QOS.history), reliable=False)
+        self._timer = node.create_timer(QOS_CHECK_PERIOD_S, self.match_publishers, callback_group=callback_group)
+
+    def _subscribe(self, name: str, qos: Any, reliable: bool) -> None:
+        msg_type, callback = self._inputs[name]
+        self._subscriptions[name] = self._node.create_subscription(msg_type, name, callback, qos,
+                                                                   callback_group=self._group)
+        self._reliable[name] = reliable
+
+    def match_publishers(self) -> None:
+        """Re-subscribe each input whose publishers' reliability no longer matches the subscription.
+
+        The new subscription is made before the old one goes (the old one is destroyed on the next
+        check), so no frame is lost in the switch; a frame both deliver is taken once.
+        """
+        for old in self._retired:
+            self._node.destroy_subscription(old)
+        self._retired.clear()
+        for name, subscription in list(self._subscriptions.items()):
+            publishers = self._node.get_publishers_info_by_topic(subscription.topic_name)
+            if not publishers:
+                continue
+            qos, reliable, _ = matching_qos(publishers, depth=self._depths[name])
+            if reliable == self._reliable[name]:
+                continue
+            qos.durability = CAMERA_QOS.durability  # volatile matches every publisher's durability
+            self._subscribe(name, qos, reliable)
+            self._retired.append(subscription)
+            self._node.get_logger().info(
+                f"{subscription.topic_name}: {len(publishers)} publisher(s), "
+                + ("all reliable: subscribed reliably" if reliable
+                   else "not all reliable: subscribed best-effort (matches every publisher)"))
+
+    def destroy(self) -> None:
+        """Unsubscribe everything (a managed node's deactivate)."""
+        self._node.destroy_timer(self._timer)
+        for subscription in [*self._subscriptions.values(), *self._retired]:
+            self._node.destroy_subscription(subscription)
+        self._subscriptions.clear()
+        self._retired.clear()
+
+    @property
+    def reliable(self) -> dict[str, bool]:
+        """Input name -> whether it is subscribed reliably now."""
+        return dict(self._reliable)
 
     def _now_ns(self) -> int:
         return self._clock.now().nanoseconds
@@ -112,7 +184,12 @@ class CameraInput:
         self._accept(msg.header, lambda: rgb_from_compressed_msg(msg))
 
     def _accept(self, header: Any, decode: Callable[[], Any]) -> None:
+        key = (int(header.stamp.sec), int(header.stamp.nanosec), header.frame_id)
+        if self._retired and key in self._recent_keys:
+            return  # delivered by both the old and the new subscription while they overlap
+        self._recent_keys.append(key)
         self.received += 1
+        self.arrivals.add(header.stamp.sec + header.stamp.nanosec * 1e-9, time.monotonic())
         try:
             rgb = decode()
         except ImageDecodeError as exc:

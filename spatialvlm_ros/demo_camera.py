@@ -158,16 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = DemoCamera(args.rate, args.frames, not args.best_effort)
     try:
-        # Play only once the reward node is up and matched: frames sent before then are lost.
+        # Play only once the reward node is up and matched: frames sent before then are lost. The
+        # counts are the endpoints' own, so they follow remapping (-r image:=/camera/color/image_raw).
         give_up = time.monotonic() + args.startup_timeout_s
         if not node.client.wait_for_node(args.startup_timeout_s):
-            print(f"no reward node subscribed to 'image' and publishing 'reward_info' within "
-                  f"{args.startup_timeout_s:.0f} s: is reward_node running in this ROS_DOMAIN_ID "
-                  "(and did its model load)?", flush=True)
+            print(f"no reward node subscribed to {node.client.image_pub.topic_name} and publishing "
+                  f"{node.client.info_sub.topic_name} within {args.startup_timeout_s:.0f} s: is reward_node "
+                  "running in this ROS_DOMAIN_ID, did its model load, and do the topics match (a launch "
+                  "file remaps the node's image to its image:= argument; remap this camera alike: "
+                  "--ros-args -r image:=... -r depth:=... -r camera_info:=...)?", flush=True)
             node.close()
             rclpy.try_shutdown()
             return 1
-        while node.count_subscribers("depth") == 0 and time.monotonic() < give_up:
+        while node.depth_pub.get_subscription_count() == 0 and time.monotonic() < give_up:
             time.sleep(0.05)  # the node's depth subscription matches in the same discovery round
         node.play(args.wait_s)
     except KeyboardInterrupt:

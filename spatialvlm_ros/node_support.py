@@ -23,7 +23,7 @@ from rclpy import executors as rclpy_executors
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from spatialvlm_ros.params import ParamSet
 
@@ -35,6 +35,27 @@ CAMERA_QOS = QoSProfile(
     durability=qos_profile_sensor_data.durability,
     history=qos_profile_sensor_data.history,
 )
+
+
+def matching_qos(publishers: list[Any], depth: int) -> tuple[QoSProfile, bool, bool]:
+    """Subscription QoS matching the publishers (rosbag2's rule): reliable when all of them are, and
+    transient-local when all of them are that too; best-effort (which matches every publisher) otherwise.
+
+    ``publishers`` are rclpy TopicEndpointInfo (``node.get_publishers_info_by_topic``).
+    Returns (profile, reliable, transient_local).
+    """
+    reliable = bool(publishers) and all(
+        p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
+    transient = reliable and all(
+        p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in publishers
+    )
+    profile = QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE,
+    )
+    return profile, reliable, transient
 
 
 class NodeParams:
@@ -160,9 +181,14 @@ class MultiThreadedExecutor(rclpy_executors.MultiThreadedExecutor):
 
     _GIL_YIELD_S = 1e-4
 
+    def known_layout(self) -> bool:
+        """Whether rclpy's executor has the private members this loop relies on (its future list and
+        thread pool). Otherwise (another rclpy: Humble's, or a future one; rclpy is not pinned) rclpy's
+        own loop runs, busy loop included; tests run both paths."""
+        return isinstance(getattr(self, "_futures", None), list) and hasattr(getattr(self, "_executor", None), "submit")
+
     def _spin_once_impl(self, timeout_sec: Any = None, wait_condition: Callable[[], bool] = lambda: False) -> None:
-        if not (hasattr(self, "_futures") and hasattr(self, "_executor")):
-            # An rclpy whose executor is laid out otherwise (requirements.txt does not pin rclpy): its own.
+        if not self.known_layout():
             return super()._spin_once_impl(timeout_sec, wait_condition)
         try:
             handler, _entity, _node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
@@ -229,6 +255,30 @@ class ShutdownSignals:
 SHUTDOWN_POLL_S = 0.02
 
 
+def spin_once_through_callback_errors(executor: Any, logger: Any, timeout_sec: float) -> None:
+    """``executor.spin_once()``, going on after a callback raises (logged with its traceback).
+
+    rclpy re-raises a callback's exception out of spin_once(), which would end the process; one is known
+    to come from rclpy itself: its lifecycle change_state service raises on a transition the current
+    state does not have (`ros2 lifecycle set` of a managed node to activate while unconfigured). A node
+    on a robot should refuse that request, not die of it.
+    """
+    import traceback
+
+    try:
+        executor.spin_once(timeout_sec=timeout_sec)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        raise
+    except Exception as exc:  # noqa: BLE001 - logged; the node keeps serving
+        if not rclpy.ok():
+            return  # the context went down meanwhile: the caller's loop ends
+        text = f"a callback raised {type(exc).__name__}: {exc}; the node goes on\n{traceback.format_exc()}"
+        if logger is not None:
+            logger.error(text)
+        else:
+            print(text, flush=True)
+
+
 def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
     """init -> spin -> clean up; returns the process exit code (2: start-up failed).
 
@@ -256,12 +306,14 @@ def run_nodes(factories: list[Callable[[], Node]], num_threads: int = 4) -> int:
             else SingleThreadedExecutor()
         for node in nodes:
             executor.add_node(node)
+        logger = nodes[0].get_logger() if nodes else None
         while not signals.requested.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=SHUTDOWN_POLL_S)
+            spin_once_through_callback_errors(executor, logger, SHUTDOWN_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as exc:
-        logging.getLogger("spatialvlm_ros").error(str(exc))
+        # One line, on stdout: a launch file shows it as the node's output. (It used to go through
+        # Python logging too, which printed it a second time on stderr.)
         print(f"[spatialvlm_ros] start-up failed: {exc}", flush=True)
         code = 2
     finally:
@@ -312,6 +364,32 @@ def _log_quietly(node: Node, text: str) -> None:
         pass
 
 
+class ModelPhases:
+    """The model half of a model node's phases, shared by reward_node and affordance_node: ``load_model``
+    and ``free_model``; each node adds ``start_work`` and ``stop_work``. A plain node runs them at start
+    and on the way out; managed.py drives them from lifecycle transitions (``managed`` True).
+
+    The node sets ``params`` (NodeParams) and ``_injected`` (estimators handed in by tests, or None).
+    """
+
+    managed = False
+    estimator: Any = None
+    cross_estimator: Any = None
+    params: NodeParams
+    _injected: tuple[Any, Any] = (None, None)
+
+    def load_model(self) -> None:
+        """Load the estimator and, with cross_check, the other backend's; a StartupError says why not."""
+        self.estimator, self.cross_estimator = load_estimators(
+            self.get_name(), self.params.values, *self._injected)  # type: ignore[attr-defined]
+
+    def free_model(self) -> None:
+        for estimator in (self.estimator, self.cross_estimator):
+            if estimator is not None:
+                estimator.close()
+        self.estimator = self.cross_estimator = None
+
+
 def load_estimators(node_name: str, values: dict[str, Any], estimator: Any = None,
                     cross_check_estimator: Any = None) -> tuple[Any, Any]:
     """The node's estimator and, with ``cross_check`` on, the other backend's; loaded through
@@ -324,6 +402,8 @@ def load_estimators(node_name: str, values: dict[str, Any], estimator: Any = Non
 
     try:
         config = ModelConfig.from_params(values)
+        if estimator is None or (values.get("cross_check") and cross_check_estimator is None):
+            quiet_model_loading()
         if estimator is None:
             estimator = shared_estimator(config)
         if values.get("cross_check") and cross_check_estimator is None:
@@ -340,6 +420,16 @@ def estimator_problem(*estimators: Any) -> str | None:
         if problem:
             return f"{getattr(estimator, 'backend', 'estimator')}: {problem}"
     return None
+
+
+def quiet_model_loading() -> None:
+    """No progress bars from transformers while a node loads its model: a bar redraws itself with
+    carriage returns, which a launch log or journald keeps as garbage lines."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the geometric or a remote backend may run without transformers
+        return
+    hf_logging.disable_progress_bar()
 
 
 class StartupError(RuntimeError):

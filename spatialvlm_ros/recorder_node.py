@@ -22,11 +22,11 @@ from typing import Any
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidHandle, ParameterException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import ReliabilityPolicy
 from std_srvs.srv import SetBool
 
 from spatialvlm_ros import __version__
-from spatialvlm_ros.node_support import NodeParams, StartupError, ThrottledLog, run_nodes
+from spatialvlm_ros.node_support import NodeParams, StartupError, ThrottledLog, matching_qos, run_nodes
 from spatialvlm_ros.params import RECORDER_PARAMS
 from spatialvlm_ros.spatial import episodes
 
@@ -57,24 +57,6 @@ def import_message_class(msgtype: str) -> tuple[Any, str | None]:
     except (ValueError, ImportError, AttributeError) as exc:
         return None, (f"type {msgtype} cannot be imported here ({type(exc).__name__}: {exc}); "
                       "install its interface package where the recorder runs")
-
-
-def recording_qos(publishers: list[Any], depth: int) -> tuple[QoSProfile, bool, bool]:
-    """Subscription QoS matching the publishers (rosbag2's rule): reliable when all of them are.
-
-    Returns (profile, reliable, transient_local).
-    """
-    reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
-    transient = reliable and all(
-        p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in publishers
-    )
-    profile = QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE,
-    )
-    return profile, reliable, transient
 
 
 def _offered_qos(publishers: list[Any]) -> tuple[Any, ...]:
@@ -211,7 +193,7 @@ class RecorderNode(Node):
         self._subscribe(topic, msg_class, publishers)
 
     def _subscribe(self, topic: _Topic, msg_class: Any, publishers: list[Any]) -> None:
-        qos, topic.reliable, topic.transient_local = recording_qos(
+        qos, topic.reliable, topic.transient_local = matching_qos(
             publishers, self._params["subscription_depth"]
         )
         # No QoS event callbacks on purpose: rclpy's executor does not survive an event

@@ -22,13 +22,14 @@ from rclpy.node import Node
 from std_msgs.msg import Float32, String
 from std_srvs.srv import Trigger
 
-from spatialvlm_ros.camera_input import CameraFrame, CameraInput, stamp_dict
+from spatialvlm_ros.camera_input import CameraFrame, CameraInput, arrival_values, stamp_dict
+from spatialvlm_ros.debug_output import DebugOutputs, debug_outputs_for
 from spatialvlm_ros.node_support import (
+    ModelPhases,
     NodeParams,
     StartupError,
     ThrottledLog,
     estimator_problem,
-    load_estimators,
     publish_diagnostics,
     run_nodes,
     to_json,
@@ -45,7 +46,7 @@ from spatialvlm_ros.spatial.stamp_sync import SyncPolicy
 NODE_NAME = "spatialvlm_reward"
 
 
-class RewardNode(Node):
+class RewardNode(ModelPhases, Node):
     """Publishes ``reward`` and ``reward_stamped`` for each frame the estimator could measure, and one
     ``reward_info`` for every frame it received."""
 
@@ -58,9 +59,7 @@ class RewardNode(Node):
             self._shaper = RewardShaper(RewardConfig.from_params(self.params.values))
         except ValueError as exc:
             raise StartupError(f"{NODE_NAME}: {exc}") from exc
-        # cross_check: the other backend on every frame, reported in reward_info, never rewarded.
-        self.estimator, self.cross_estimator = load_estimators(
-            NODE_NAME, self.params.values, estimator, cross_check_estimator)
+        self._injected = (estimator, cross_check_estimator)
         self._state_lock = threading.Lock()  # guards the shaper and the query, never held on the model
         self._episode = 0
         self._throttle = ThrottledLog(self.get_logger())
@@ -68,8 +67,17 @@ class RewardNode(Node):
         self._published_times: deque[float] = deque(maxlen=100)
         self._last_error: str | None = None
         self._processed = 0
+        self._slot = make_handoff(self.params["frame_policy"], self.params["frame_queue_size"])
+        self.camera: CameraInput | None = None
+        self.debug: DebugOutputs | None = None
+        self._worker: Worker[CameraFrame] | None = None
+        self._workers: list[Worker[CameraFrame]] = []
         self._newest_shaped_s = float("-inf")  # receive time of the newest frame that entered the shaper
+        self._diag_timer: Any = None
 
+        if not self.managed:
+            # Before any service appears: a client that sees one is answered at once, not after loading.
+            self.load_model()
         self.reward_pub = self.create_publisher(Float32, "reward", 10)
         # The same reward with the source image's header, for plotting and recording tools (README).
         self.reward_stamped_pub = self.create_publisher(PointStamped, "reward_stamped", 10)
@@ -79,7 +87,15 @@ class RewardNode(Node):
         # Services get their own group so a burst of frames never delays a reset.
         self.create_service(Trigger, "reset", self._on_reset,
                             callback_group=MutuallyExclusiveCallbackGroup())
+        if not self.managed:  # a managed node loads on configure and starts on activate (managed.py)
+            self.start_work()
+
+    # ------------------------------------------------------------------ phases (managed.py drives them)
+    def start_work(self) -> None:
+        """Subscribe the camera and start the worker on the loaded model."""
+        assert self.estimator is not None, "load_model() first"
         self._slot = make_handoff(self.params["frame_policy"], self.params["frame_queue_size"])
+        self.debug = debug_outputs_for(self, self.estimator, self.params.values)
         every = self.params["frame_policy"] == "every"
         self.camera = CameraInput(self, self.params["image_transport"], self._on_frame, self._on_bad_frame,
                                   callback_group=MutuallyExclusiveCallbackGroup(),
@@ -94,10 +110,30 @@ class RewardNode(Node):
         self._worker = self._workers[0]
         for worker in self._workers:
             worker.start()
-        self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
+        self._diag_timer = self.create_timer(self.params["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
             f"ready: backend={self.estimator.backend} model={self.estimator.model_name} "
             f"target={self.params['target_object']!r} mode={self.params['reward.mode']}")
+
+    def stop_work(self) -> None:
+        """Unsubscribe and stop the worker (the frame in progress finishes); the model stays loaded."""
+        for worker in self._workers:
+            worker.stop(on_wait=lambda: self.get_logger().info(
+                "waiting for the model call in progress to finish (Ctrl-C again to exit now)"))
+        self._workers = []
+        self._worker = None
+        # Frames that were still waiting will never be measured: say so while the context still allows.
+        for item in self._slot.drain():
+            with contextlib.suppress(Exception):  # the context may already be shut down (Ctrl-C)
+                self.info_pub.publish(String(data=to_json(self._info(
+                    item.header, status="not_measured", error="the node stopped before this frame was measured"))))
+        for part in (self.camera, self.debug):
+            if part is not None:
+                part.destroy()
+        self.camera = self.debug = None
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
 
     # ------------------------------------------------------------------ parameters and services
     def _make_query(self, values: dict[str, Any]):
@@ -148,8 +184,8 @@ class RewardNode(Node):
             "success": None,
             "raw_answers": [],
             "details": None,
-            "backend": self.estimator.backend,
-            "model": self.estimator.model_name,
+            "backend": getattr(self.estimator, "backend", None),
+            "model": getattr(self.estimator, "model_name", None),
             "latency_ms": None,
             "frames_dropped": self._slot.dropped,
             "episode": self._episode,
@@ -189,7 +225,9 @@ class RewardNode(Node):
         with self._state_lock:
             query = self._query
         samples = self.params["samples_per_frame"]
-        (estimate,) = self.estimator.estimate([(item.frame, query)], samples=samples)
+        estimator = self.estimator
+        assert estimator is not None  # the worker runs only between start_work and stop_work
+        (estimate,) = estimator.estimate([(item.frame, query)], samples=samples)
         cross = self._cross_check(item, query, samples, estimate.value_m)
         with self._state_lock:
             stale = query != self._query
@@ -232,6 +270,11 @@ class RewardNode(Node):
         if item.depth_error:
             info["warning"] = item.depth_error
         self.info_pub.publish(String(data=to_json(info)))
+        debug = self.debug
+        if debug is not None and debug.wanted():
+            result = f"reward {step.reward:+.3f}" if step is not None and not stale else f"no reward: {info['error']}"
+            debug.publish(item.header, item.frame, [query.text, " / ".join(estimate.raw_answers[:1]), result],
+                          [estimate])
 
     def _cross_check(self, item: CameraFrame, query: Any, samples: int,
                      primary_m: float | None) -> dict[str, Any] | None:
@@ -252,34 +295,33 @@ class RewardNode(Node):
         recent = [t for t in self._published_times if now - t <= 10.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
         latency = statistics.median(self._latencies_ms) if self._latencies_ms else 0.0
+        camera = self.camera
+        arrivals = camera.arrivals.report() if camera is not None else None
         problem = estimator_problem(self.estimator)
+        message = problem or ("publishing rewards" if recent else "no reward published in the last 10 s")
+        if arrivals is not None and arrivals.problem:
+            message = f"{message}; {arrivals.problem}"
+            self._throttle.warn("transport", arrivals.problem)
         publish_diagnostics(
-            self, self.diag_pub, "reward", ok=bool(self._processed) and problem is None,
-            message=problem or ("publishing rewards" if recent else "no reward published in the last 10 s"),
-            hardware_id=self.estimator.model_name,
+            self, self.diag_pub, "reward",
+            ok=bool(self._processed) and problem is None and not (arrivals and arrivals.problem),
+            message=message,
+            hardware_id=getattr(self.estimator, "model_name", ""),
             values={
+                **arrival_values(arrivals),
                 "reward_rate_hz": f"{rate:.2f}",
                 "median_latency_ms": f"{latency:.1f}",
-                "frames_received": self.camera.received,
+                "frames_received": camera.received if camera else 0,
                 "frames_processed": self._processed,
                 "frames_dropped": self._slot.dropped,
-                "frames_bad": self.camera.bad,
+                "frames_bad": camera.bad if camera else 0,
                 "last_error": self._last_error,
             })
 
     def close(self) -> None:
-        """Stop the workers, then free the model (called by main on the way out, before rclpy shuts down)."""
-        for worker in self._workers:
-            worker.stop(on_wait=lambda: self.get_logger().info(
-                "waiting for the model call in progress to finish (Ctrl-C again to exit now)"))
-        # Frames that were still waiting will never be measured: say so while the context still allows.
-        for item in self._slot.drain():
-            with contextlib.suppress(Exception):  # the context may already be shut down (Ctrl-C)
-                self.info_pub.publish(String(data=to_json(self._info(
-                    item.header, status="not_measured", error="the node stopped before this frame was measured"))))
-        self.estimator.close()
-        if self.cross_estimator is not None:
-            self.cross_estimator.close()
+        """Stop the worker and free the model (called by main on the way out)."""
+        self.stop_work()
+        self.free_model()
 
 
 def main(args: list[str] | None = None) -> None:

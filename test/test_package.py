@@ -71,8 +71,8 @@ def test_launch_files_name_only_what_exists(path):
     names = {p.node_name: p for p in ALL_PARAM_SETS}
     strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
-    executables = {kw.value.value for c in calls for kw in c.keywords
-                   if kw.arg == "executable" and isinstance(kw.value, ast.Constant)}
+    # executables: the names launch_support.package_node is given (directly or through a variable)
+    executables = {s for s in strings if s.endswith(("_node", "_node_managed"))}
     assert executables, "a launch file should start something"
     assert executables <= console_scripts(), executables - console_scripts()
     for s in strings:

@@ -92,6 +92,9 @@ class Estimate:
     sample_values_m: list[float | None] = field(default_factory=list)
     reason: str | None = None
     details: dict[str, Any] | None = None
+    # The measured objects' pixel masks ("a", "b": (H, W) bool) when the detector gave masks; for the
+    # debug image only, never serialized.
+    masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

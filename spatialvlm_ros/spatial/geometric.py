@@ -182,7 +182,7 @@ class GeometricEstimator:
                 results.append(Estimate(query, None, reason=w.problem))
                 continue
             try:
-                results.append(self._answer(w, query))
+                results.append(_with_masks(self._answer(w, query), w))
             except geo.GeometryError as exc:
                 results.append(Estimate(query, None, reason=str(exc), details=self._base_details(w)))
         return results
@@ -491,6 +491,22 @@ class FrameObjects:
     frame3d: geo.MeasurementFrame | None
     details: dict[str, Any]
     problem: str | None = None
+
+
+def _with_masks(estimate: Estimate, w: _FrameWork) -> Estimate:
+    """Attach the masks of the objects the answer measured, the segmenter's or else the detector's
+    (for the debug image; never serialized)."""
+    def rounded(box: Any) -> list[float]:
+        return [round(float(v), 1) for v in box]
+
+    for key, obj in ((estimate.details or {}).get("objects") or {}).items():
+        mask = next((m for box, m in w.masks.items() if rounded(box) == obj["box"]), None)
+        if mask is None:
+            mask = next((c.mask for c in w.candidates.get(obj["description"], [])
+                         if c.mask is not None and rounded(c.box) == obj["box"]), None)
+        if mask is not None:
+            estimate.masks[key] = mask
+    return estimate
 
 
 def _objects_of(query: SpatialQuery) -> list[str]:
