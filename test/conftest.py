@@ -58,3 +58,13 @@ def model_server(tmp_path_factory):
     server = ModelServer(shipped_model_path(), tmp_path_factory.mktemp("model_server") / "serve.log")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def ros():
+    """rclpy initialised for one test module's nodes (imported here, after the environment above is set)."""
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.shutdown()

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -125,11 +124,6 @@ class Planner(Node):
         return response.success, json.loads(response.message)
 
 
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 @pytest.fixture

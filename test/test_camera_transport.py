@@ -8,7 +8,6 @@ import subprocess
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -19,13 +18,6 @@ from test_geometric_node import WordsEstimator
 
 from spatialvlm_ros.camera_input import QOS_CHECK_PERIOD_S
 from spatialvlm_ros.reward_node import RewardNode
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 def _image_subscription_reliability(node: Node, topic: str) -> list[ReliabilityPolicy]:

@@ -13,7 +13,6 @@ import threading
 
 import numpy as np
 import pytest
-import rclpy
 from geometry_helpers import SceneTruthDetector
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -57,11 +56,6 @@ class Viewer(Node):
             return next((m for m in self.markers if m.markers and m.markers[0].header.stamp.sec == sec), None)
 
 
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 from geometry_helpers import SceneTruthDetector, within
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -100,11 +99,6 @@ class WordsEstimator:
         self.closed = True
 
 
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

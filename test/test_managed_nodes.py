@@ -10,7 +10,6 @@ import signal
 import weakref
 
 import pytest
-import rclpy
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.node import Node
@@ -68,11 +67,6 @@ class LifecycleClient(Node):
         raise AssertionError("get_state never answered")
 
 
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 def _image_subscribers(probe: Probe) -> int:

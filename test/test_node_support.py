@@ -6,16 +6,8 @@ import threading
 import time
 
 import pytest
-import rclpy
 from ros_helpers import wait_for
 from std_srvs.srv import Trigger
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 class OtherLayoutExecutor:

@@ -247,13 +247,6 @@ def test_server_killed_mid_run_and_restarted(model_server, frames, query) -> Non
 # reward_node with model.backend remote, over real topics
 
 
-@pytest.fixture(scope="module")
-def ros():
-    import rclpy
-
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 def remote_reward_node(scene, base_url: str, model_id: str, **extra):

@@ -11,7 +11,6 @@ import threading
 
 import numpy as np
 import pytest
-import rclpy
 from geometry_msgs.msg import PointStamped
 from rclpy.parameter import Parameter
 from ros_helpers import Spinner, wait_for
@@ -31,11 +30,6 @@ class FailingEstimator(ScriptedEstimator):
         return super().estimate(items, samples)
 
 
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 @pytest.fixture

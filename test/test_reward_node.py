@@ -64,11 +64,6 @@ def frame_with(value: int, h: int = 48, w: int = 64) -> np.ndarray:
     return rgb
 
 
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 @pytest.fixture
