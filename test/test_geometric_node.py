@@ -262,6 +262,10 @@ def test_reward_node_uses_only_depth_stamped_like_its_frame(ros, scenes, monkeyp
         # 2. Stalled: the depth stream stops; 1.5 s later (> sync.max_age_s) a new frame arrives.
         time.sleep(1.5)
         publish(camera.info_pub, info, 11)
+        # After a pause of every stream, camera_info is itself stale until its next message arrives,
+        # and callbacks of two topics run in no fixed order: let camera_info 11 land first, so that
+        # only depth is the stalled stream here.
+        wait_for(lambda: node.camera._camera_info.newest().header.stamp.sec == 11, what="camera_info 11")
         publish(camera.image_pub, image, 11)
         stalled = answer(11)
         assert stalled["distance_m"] is None and stalled["reward"] is None
