@@ -14,50 +14,30 @@ continue: what was answered before is kept).
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spatialvlm_ros.params import MODEL_PARAMS, REWARD_PARAMS, SYNC_PARAMS, ParamSpec
+from spatialvlm_ros.batch_cli import (  # noqa: F401 - the exit codes are this command's API too
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    add_ray_options,
+    add_spec,
+    check_ray_options,
+    command_session,
+    ray_estimator_factory,
+    run_sources,
+)
+from spatialvlm_ros.params import MODEL_PARAMS, REWARD_PARAMS, SYNC_PARAMS
 from spatialvlm_ros.spatial.reward import REWARD_MODES
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 # The reward node's shaping parameters, except the mode: the annotator computes every mode.
 _SHAPING_PARAMS = [s for s in REWARD_PARAMS.specs if s.name.startswith("reward.") and s.name != "reward.mode"]
-
-
-def _parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _add_spec(parser: argparse._ActionsContainer, spec: ParamSpec, *flags: str) -> None:
-    """An option for one parameter: its type, choices, default and description from the spec."""
-    kind = spec.type_name
-    extra: dict[str, Any] = {}
-    if kind == "bool":
-        extra = {"type": _parse_bool, "nargs": "?", "const": True, "metavar": "true|false"}
-    elif kind == "int":
-        extra = {"type": int, "metavar": "N"}
-    elif kind == "double":
-        extra = {"type": float, "metavar": "X"}
-    else:
-        extra = {"metavar": "TEXT"}
-    if spec.choices:
-        extra = {"choices": spec.choices}
-    valid = spec.range_text().replace("\\|", "|")
-    unit = f" [{spec.unit}]" if spec.unit else ""
-    help_text = (spec.description.replace("%", "%%") + unit + " (default: %(default)r"
-                 + (f"; {valid}" if valid and not spec.choices else "") + ")")
-    parser.add_argument(*(flags or (f"--{spec.name}",)), dest=spec.name, default=spec.default,
-                        help=help_text, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_argument_group("what to ask")
     what.add_argument("--target", default=None,
                       help="target object in plain words (default: the episode's target_object)")
-    _add_spec(what, REWARD_PARAMS["gripper_description"], "--gripper")
-    _add_spec(what, REWARD_PARAMS["question_template"], "--question-template")
-    _add_spec(what, REWARD_PARAMS["samples_per_frame"], "--samples")
+    add_spec(what, REWARD_PARAMS["gripper_description"], "--gripper")
+    add_spec(what, REWARD_PARAMS["question_template"], "--question-template")
+    add_spec(what, REWARD_PARAMS["samples_per_frame"], "--samples")
     topics = parser.add_argument_group("topics (a relative name matches the end of a topic)")
     topics.add_argument("--image-topic", default=None,
                         help="default: the recorded sensor_msgs Image/CompressedImage topic, "
@@ -85,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--camera-info-topic", default=None,
                         help="default: the CameraInfo topic beside the image topic, if any; '' for none")
     for spec in SYNC_PARAMS:  # the nodes' sync.* parameters: the same depth joins a frame live and here
-        _add_spec(topics, spec)
+        add_spec(topics, spec)
     run = parser.add_argument_group("how")
     run.add_argument("--every", type=int, default=1, metavar="K", help="annotate every K-th frame (default: 1, all)")
     run.add_argument("--batch-size", type=int, default=8, metavar="N",
@@ -98,26 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute everything (discard earlier rows)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
-    fleet = parser.add_argument_group("a Ray cluster (one model copy per actor; put --ray after the episodes)")
-    fleet.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                       help="spread frame batches over Ray actors: ADDRESS is 'local' (the default: a "
-                       "private instance on this machine), 'auto' (the cluster this machine is in), "
-                       "'ray://head:10001' or 'head:6379'")
-    fleet.add_argument("--ray-actors", type=int, default=None, metavar="N",
-                       help="model copies (default: one per GPU in the cluster, or one per CPU without GPUs)")
-    fleet.add_argument("--ray-gpus-per-actor", type=float, default=None, metavar="X",
-                       help="GPUs each actor reserves (default: 1 when the cluster has GPUs and the model "
-                       "runs in the actor, else 0)")
+    add_ray_options(parser, "frame batches")
     model = parser.add_argument_group("model (the nodes' model.* parameters)")
     for spec in MODEL_PARAMS:
         flags = (f"--{spec.name}", "--model") if spec.name == "model.name_or_path" else ()
-        _add_spec(model, spec, *flags)
+        add_spec(model, spec, *flags)
     reward = parser.add_argument_group("reward shaping (the reward node's reward.* parameters)")
     reward.add_argument("--reward.modes", dest="reward.modes", nargs="+", choices=REWARD_MODES,
                         default=list(REWARD_MODES), metavar="MODE",
                         help=f"shaping modes to compute, one column each (accepted: {', '.join(REWARD_MODES)})")
     for spec in _SHAPING_PARAMS:
-        _add_spec(reward, spec)
+        add_spec(reward, spec)
     return parser
 
 
@@ -130,7 +101,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[st
         reason = spec.validate(values[spec.name])
         if reason:
             parser.error(reason)
-    for name in ("every", "batch_size", "checkpoint_every", "ray_actors"):
+    check_ray_options(parser, args)
+    for name in ("every", "batch_size", "checkpoint_every"):
         if values[name] is not None and values[name] < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.target is not None and not args.target.strip():
@@ -147,27 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     model_values = _check(parser, args)
-    # Our own log lines only (on stderr, beside the progress bar); libraries keep their defaults.
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("[spatialvlm_annotate] %(levelname)s %(message)s"))
-    package_log = logging.getLogger("spatialvlm_ros")
-    package_log.addHandler(handler)
-    package_log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    # SIGTERM (a batch scheduler, `kill`) stops like Ctrl-C: the rows answered so far are written first.
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    with command_session("spatialvlm_annotate", args.verbose):
         return _run(parser, args, model_values)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        package_log.removeHandler(handler)
-
-
-class _Terminated(BaseException):
-    """SIGTERM arrived; raised in the main thread so that open work is saved on the way out."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated()
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, model_values: dict[str, Any]) -> int:
@@ -192,7 +145,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, model_values
     batch_size, make_estimator = args.batch_size, (lambda: build_estimator(model_config, require_server=True))
     if args.ray is not None:
         try:
-            batch_size, make_estimator = _ray_estimator(args, model_config)
+            batch_size, make_estimator = ray_estimator_factory("spatialvlm_annotate", args, model_config)
         except ModelLoadError as exc:
             print(f"spatialvlm_annotate: {exc}", file=sys.stderr)
             return EXIT_MODEL
@@ -206,51 +159,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, model_values
         progress=not args.no_progress and sys.stderr.isatty(), sync=sync,
     )
     annotator = Annotator(settings, make_estimator)
-    failed: list[str] = []
-    try:
-        for episode in episodes:
-            try:
-                result = annotator.annotate(episode)
-            except EpisodeFailure as exc:
-                failed.append(episode.name)
-                print(f"{episode.name}: FAILED: {exc}", flush=True)
-                continue
-            except ModelLoadError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one broken episode must not stop the others
-                logging.getLogger("spatialvlm_ros.annotate").debug("episode %s failed", episode, exc_info=True)
-                failed.append(episode.name)
-                print(f"{episode.name}: FAILED: {type(exc).__name__}: {exc}", flush=True)
-                continue
-            print(result.summary(), flush=True)
-    except ModelLoadError as exc:
-        print(f"spatialvlm_annotate: the model could not be loaded: {exc}", file=sys.stderr)
-        return EXIT_MODEL
-    except (KeyboardInterrupt, _Terminated) as exc:
-        print("spatialvlm_annotate: interrupted; the frames answered so far are saved: run the same "
-              "command again to continue", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
-    finally:
-        annotator.close()
-    if failed:
-        print(f"spatialvlm_annotate: {len(failed)} of {len(episodes)} episode(s) failed: "
-              f"{', '.join(failed)}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-def _ray_estimator(args: argparse.Namespace, model_config: Any) -> tuple[int, Any]:
-    """(the annotator's batch size, the estimator factory) for --ray: each batch the annotator hands over
-    is --batch-size frames per actor, so every model copy works on a batch of the usual size."""
-    from spatialvlm_ros.spatial.fleet import RayEstimator, connect, default_actors
-
-    resources = connect(args.ray)
-    actors, gpus = default_actors(resources, model_config)
-    actors = args.ray_actors or actors
-    gpus = gpus if args.ray_gpus_per_actor is None else args.ray_gpus_per_actor
-    print(f"spatialvlm_annotate: Ray cluster at {args.ray}: {resources.get('CPU', 0):g} CPUs, "
-          f"{resources.get('GPU', 0):g} GPUs; {actors} actor(s) with {gpus:g} GPU(s) each", file=sys.stderr)
-    return args.batch_size * actors, lambda: RayEstimator(model_config, actors, args.batch_size, gpus)
+    code, _ = run_sources("spatialvlm_annotate", episodes, annotator.annotate, annotator.close, "episode",
+                          "the frames answered so far are saved")
+    return code
 
 
 if __name__ == "__main__":

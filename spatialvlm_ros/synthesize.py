@@ -6,32 +6,34 @@ data engine on the robot's own frames).
 Writes DIR/data/*.parquet (``datasets.load_dataset("parquet", data_dir=DIR)``) and DIR/README.md (the
 card). Objects are found and measured by the geometric backend (model.detector, model.depth_source,
 model.depth_model: the nodes' parameters), frames are selected, questions are drawn from templates (see
-the README's "data engine" section). Exit status as spatialvlm_annotate: 0 all sources done, 1 some
-failed (named at the end), 2 bad arguments, 3 a model could not be loaded, 130 / 143 interrupted by
-SIGINT / SIGTERM (re-run the same command to continue: finished batches are kept, none is duplicated).
+the README's "data engine" section). ``--ray [ADDRESS]`` measures frame batches on Ray actors, one model
+copy each. Exit status as spatialvlm_annotate (batch_cli.py): 0 all sources done, 1 some failed (named at
+the end), 2 bad arguments, 3 a model could not be loaded, 130 / 143 interrupted by SIGINT / SIGTERM (re-run
+the same command to continue: finished batches are kept, none is duplicated).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spatialvlm_ros.annotate import (
+from spatialvlm_ros.batch_cli import (  # noqa: F401 - the exit codes are this command's API too
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_MODEL,
     EXIT_OK,
     EXIT_TERMINATED,
     EXIT_USAGE,
-    _add_spec,
-    _on_sigterm,
-    _Terminated,
+    add_ray_options,
+    add_spec,
+    check_ray_options,
+    command_session,
+    ray_estimator_factory,
+    run_sources,
 )
 from spatialvlm_ros.params import MODEL_PARAMS
 
@@ -106,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model (the geometric backend's model.* parameters)")
     for spec in _MODEL_SPECS:
         flags = (f"--{spec.name}", "--hfov-deg") if spec.name == "model.fallback_hfov_deg" else ()
-        _add_spec(model, spec, *flags)
+        add_spec(model, spec, *flags)
+    add_ray_options(p, "frame batches (measured on the actors)")
     return p
 
 
@@ -116,6 +119,7 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
     from spatialvlm_ros.spatial.vqa.templates import TemplateSettings
 
     values = vars(args)
+    check_ray_options(parser, args)
     for spec in _MODEL_SPECS:
         reason = spec.validate(values[spec.name])
         if reason:
@@ -144,78 +148,58 @@ def main(argv: Sequence[str] | None = None, estimator_factory: Any = None) -> in
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = _settings(parser, args)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("[spatialvlm_synthesize] %(levelname)s %(message)s"))
-    package_log = logging.getLogger("spatialvlm_ros")
-    package_log.addHandler(handler)
-    package_log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     command = "spatialvlm_synthesize " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    try:
+    with command_session("spatialvlm_synthesize", args.verbose):
         return _run(args, settings, estimator_factory, command)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        package_log.removeHandler(handler)
 
 
 def _run(args: argparse.Namespace, settings: Any, estimator_factory: Any, command: str) -> int:
+    import dataclasses
+
     from spatialvlm_ros.spatial.annotation import EpisodeFailure
-    from spatialvlm_ros.spatial.estimator import ModelConfig, ModelLoadError
+    from spatialvlm_ros.spatial.estimator import ModelConfig, ModelLoadError, build_estimator
     from spatialvlm_ros.spatial.vqa.engine import Synthesizer
     from spatialvlm_ros.spatial.vqa.sources import find_sources
 
+    prog = "spatialvlm_synthesize"
     try:
         sources = find_sources(args.sources)
     except EpisodeFailure as exc:
-        print(f"spatialvlm_synthesize: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if estimator_factory is None:
-        config = ModelConfig.from_params(settings.model)
-
+    config = ModelConfig.from_params(settings.model)
+    if args.ray is not None:
+        if estimator_factory is not None:
+            raise ValueError("--ray builds the configured backend on each actor; no estimator_factory with it")
+        try:
+            batch_size, estimator_factory = ray_estimator_factory(prog, args, config)
+        except ModelLoadError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return EXIT_MODEL
+        settings = dataclasses.replace(settings, batch_size=batch_size)
+    elif estimator_factory is None:
         def estimator_factory() -> Any:
-            from spatialvlm_ros.spatial.estimator import build_estimator
-
             return build_estimator(config)
 
     try:
         synth = Synthesizer(args.output, settings, estimator_factory)
     except OSError as exc:
-        print(f"spatialvlm_synthesize: cannot write {args.output}: {exc}", file=sys.stderr)
+        print(f"{prog}: cannot write {args.output}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    failed: list[str] = []
-    try:
-        for path in sources:
-            try:
-                result = synth.run(path)
-            except EpisodeFailure as exc:
-                failed.append(path.name)
-                print(f"{path.name}: FAILED: {exc}", flush=True)
-                continue
-            except ModelLoadError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one broken source must not stop the others
-                logging.getLogger("spatialvlm_ros.synthesize").debug("source %s failed", path, exc_info=True)
-                failed.append(path.name)
-                print(f"{path.name}: FAILED: {type(exc).__name__}: {exc}", flush=True)
-                continue
-            print(result.summary(), flush=True)
-    except ModelLoadError as exc:
-        print(f"spatialvlm_synthesize: the model could not be loaded: {exc}", file=sys.stderr)
-        return EXIT_MODEL
-    except (KeyboardInterrupt, _Terminated) as exc:
-        print("spatialvlm_synthesize: interrupted; finished batches are saved: run the same command again "
-              "to continue", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
-    finally:
-        synth.close()
-        card = synth.write_card(command)
-    print(f"dataset: {args.output} (card: {card})", flush=True)
-    if failed:
-        print(f"spatialvlm_synthesize: {len(failed)} of {len(sources)} source(s) failed: {', '.join(failed)}",
-              file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    card: list[Path] = []
+
+    def close() -> None:
+        try:
+            synth.close()
+        finally:
+            card.append(synth.write_card(command))
+
+    code, _ = run_sources(prog, sources, synth.run, close, "source",
+                          "finished batches are saved")
+    if code in (EXIT_OK, EXIT_FAILED):
+        print(f"dataset: {args.output} (card: {card[0]})", flush=True)
+    return code
 
 
 if __name__ == "__main__":

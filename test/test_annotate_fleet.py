@@ -42,6 +42,14 @@ def single_process(episode, tmp_path_factory) -> Path:
     return out
 
 
+def private_ray_env() -> tuple[str, dict[str, str]]:
+    """(Ray's directory, the environment) for a command that starts a private local Ray instance: Ray's
+    own files in a short directory (its socket paths must stay under 108 bytes), and no auth token
+    written for an instance that dies with the command."""
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    return ray_dir, dict(os.environ, RAY_AUTH_MODE="disabled", OMP_WAIT_POLICY="PASSIVE", RAY_TMPDIR=ray_dir)
+
+
 def rows(out: Path) -> list[dict]:
     return pq.read_table(out / "ep" / ANNOTATIONS_FILE).select(COLUMNS).to_pylist()
 
@@ -71,10 +79,7 @@ def test_ray_local_instance_continues_a_run_and_writes_the_single_process_rows(e
     the Ray run answers only the 4 missing frames, and the result is the single-process run's, row for row."""
     out = tmp_path / "ray"
     assert cli.main([str(episode), *TINY, "--model.device", "cpu", "--every", "2", "--output", str(out)]) == 0
-    # Ray's own files in a private short directory (its socket paths must stay under 108 bytes); no auth
-    # token is written for a private instance that dies with the command.
-    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", OMP_WAIT_POLICY="PASSIVE", RAY_TMPDIR=ray_dir)
+    ray_dir, env = private_ray_env()
     run = subprocess.run(
         [str(VENV_BIN / "spatialvlm_annotate"), str(episode), *TINY, "--model.device", "cpu", "--output",
          str(out), "--ray", "local", "--ray-actors", "2"],

@@ -1,10 +1,11 @@
-"""Annotation past one machine: frame batches spread over Ray actors, one model copy per actor.
+"""Batch jobs past one machine: frame batches spread over Ray actors, one model copy per actor.
 
-``RayEstimator`` is one more Estimator: the Annotator reads the bag, writes the part files and the final
-Parquet exactly as in a single process (so resume and no-duplicate guarantees are the same), and each
-batch it hands over is split into one contiguous chunk per actor, answered in parallel on the cluster,
-and put back in order. The actors need only the frames (shipped through Ray's object store), not the
-episode files: workers need no shared file system. Ray is imported here only.
+``RayEstimator`` is one more Estimator: the Annotator (``estimate``) and the data engine's Synthesizer
+(``measure_objects``) read the sources and write their files exactly as in a single process (so resume
+and no-duplicate guarantees are the same), and each batch they hand over is split into one contiguous
+chunk per actor, answered in parallel on the cluster, and put back in order. The actors need only the
+frames (shipped through Ray's object store), not the episode files: workers need no shared file system.
+Ray is imported here only.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ def _actor_class(ray: Any) -> Any:
         def estimate(self, items: Sequence[tuple[Frame, SpatialQuery]], samples: int) -> list[Estimate]:
             return self.estimator.estimate(items, samples)
 
+        def part_names(self) -> dict[str, str]:
+            return dict(getattr(self.estimator, "part_names", {}))
+
+        def measure_objects(self, pairs: Sequence[tuple[Frame, Sequence[str]]]) -> list[Any]:
+            if not hasattr(self.estimator, "measure_objects"):
+                raise TypeError(f"model.backend {self.estimator.backend!r} does not measure objects: the data "
+                                "engine needs the geometric backend")
+            return self.estimator.measure_objects([f for f, _ in pairs], [d for _, d in pairs])
+
         def close(self) -> None:
             self.estimator.close()
 
@@ -92,6 +102,7 @@ class RayEstimator:
         self.batch_size = batch_size
         cls = _actor_class(ray).options(num_gpus=gpus_per_actor, num_cpus=cpus_per_actor)
         self._actors = [cls.remote(config, batch_size) for _ in range(actors)]
+        self._part_names: dict[str, str] | None = None
         try:  # the first call on each actor waits for its model: a load error surfaces here
             hosts = ray.get([a.where.remote() for a in self._actors])
         except ray.exceptions.RayError as exc:
@@ -103,24 +114,52 @@ class RayEstimator:
     def actors(self) -> int:
         return len(self._actors)
 
-    def estimate(self, items: Sequence[tuple[Frame, SpatialQuery]], samples: int = 1) -> list[Estimate]:
+    @property
+    def part_names(self) -> dict[str, str]:
+        """The model parts' names, as the actors loaded them."""
+        if self._part_names is None:
+            self._part_names = _ray().get(self._actors[0].part_names.remote())
+        return self._part_names
+
+    def _spread(self, method: str, items: list[Any], *args: Any) -> list[tuple[list[Any], Any]]:
+        """``items`` in one contiguous chunk per actor, each chunk's answer list (or the RayError that
+        failed it), in order."""
         ray = _ray()
-        items = list(items)
-        if not items:
-            return []
         size = max(1, math.ceil(len(items) / len(self._actors)))
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
-        refs = [actor.estimate.remote(chunk, samples) for actor, chunk in zip(self._actors, chunks, strict=False)]
-        results: list[Estimate] = []
+        refs = [getattr(actor, method).remote(chunk, *args)
+                for actor, chunk in zip(self._actors, chunks, strict=False)]
+        answers: list[tuple[list[Any], Any]] = []
         for chunk, ref in zip(chunks, refs, strict=True):
             try:
-                answered = ray.get(ref)
+                answers.append((chunk, ray.get(ref)))
             except ray.exceptions.RayError as exc:
+                answers.append((chunk, exc))
+        return answers
+
+    def estimate(self, items: Sequence[tuple[Frame, SpatialQuery]], samples: int = 1) -> list[Estimate]:
+        results: list[Estimate] = []
+        for chunk, answered in self._spread("estimate", list(items), samples):
+            if isinstance(answered, BaseException):
                 # A dead actor (its node lost, out of memory) fails its chunk only; the annotator's
                 # next run retries frames whose reason starts with "model failed".
-                reason = f"model failed: Ray actor failed: {_cause(exc)}"
+                reason = f"model failed: Ray actor failed: {_cause(answered)}"
                 log.error("%s", reason)
                 answered = [Estimate(q, None, reason=reason) for _, q in chunk]
+            results.extend(answered)
+        return results
+
+    def measure_objects(self, frames: Sequence[Frame], descriptions: Sequence[Sequence[str]]) -> list[Any]:
+        """GeometricEstimator.measure_objects on the actors. A failed chunk fails the whole batch
+        (EpisodeFailure): the data engine then writes none of it, and the next run measures it again,
+        where a frame marked unmeasured would never be retried."""
+        from spatialvlm_ros.spatial.annotation import EpisodeFailure
+
+        results: list[Any] = []
+        for _chunk, answered in self._spread("measure_objects", list(zip(frames, descriptions, strict=True))):
+            if isinstance(answered, BaseException):
+                raise EpisodeFailure(f"model failed: Ray actor failed: {_cause(answered)} (this batch is not "
+                                     "written; re-run the same command to continue)") from answered
             results.extend(answered)
         return results
 

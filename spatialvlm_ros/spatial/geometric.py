@@ -151,6 +151,12 @@ class GeometricEstimator:
         if segmenter is not None:
             self.model_name += f" + {getattr(segmenter, 'name', type(segmenter).__name__)}"
 
+    @property
+    def part_names(self) -> dict[str, str]:
+        """The detector's and depth model's names (provenance of the data engine's rows)."""
+        return {"detector": getattr(self.detector, "name", "") or "",
+                "depth_model": getattr(self.depth_model, "name", "") or ""}
+
     def close(self) -> None:
         for part in (self.detector, self.depth_model, self.segmenter):
             if part is not None:

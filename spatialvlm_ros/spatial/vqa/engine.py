@@ -137,7 +137,8 @@ def row_for(q: VQA, index: int, image: dict[str, Any], source: Source, record: F
 
 class Synthesizer:
     """Writes the questions of sources into one dataset directory, with one estimator (built on first
-    need). ``estimator_factory`` returns a GeometricEstimator (or anything with ``measure_objects``)."""
+    need). ``estimator_factory`` returns a GeometricEstimator, or a fleet.RayEstimator that spreads it over
+    Ray actors (anything with ``measure_objects`` and ``part_names``)."""
 
     def __init__(self, output: Path | str, settings: SynthesizeSettings,
                  estimator_factory: Callable[[], Any],
@@ -259,8 +260,8 @@ class Synthesizer:
         s = self.settings
         estimator = self.estimator
         measured = estimator.measure_objects([r.frame for r in batch], [vocabulary] * len(batch))
-        detector = getattr(getattr(estimator, "detector", None), "name", "")
-        depth_model = getattr(getattr(estimator, "depth_model", None), "name", "") or ""
+        names = getattr(estimator, "part_names", {})
+        detector, depth_model = names.get("detector", ""), names.get("depth_model", "")
         rows: list[dict[str, Any]] = []
         settings_hash = s.settings_hash()
         for record, m in zip(batch, measured, strict=True):
