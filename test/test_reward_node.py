@@ -246,6 +246,43 @@ def test_newest_frame_wins_and_drops_are_counted(harness):
     assert probe.info_for(811)["frames_dropped"] >= 8
 
 
+def test_an_answer_overtaken_by_a_newer_frames_is_not_rewarded(ros):
+    """Two frames in flight (an estimator that keeps two requests in flight, as the remote backend with
+    model.max_in_flight 2 does): frame 901's answer is slow and frame 902's comes back first and is
+    rewarded. 901's late answer must not move the progress baseline back in time: reward_info says
+    "overtaken", with the answer but no reward, and the reward topic never carries it."""
+    estimator = ScriptedEstimator()
+    estimator.max_in_flight = 2
+    node = RewardNode(estimator=estimator)
+    probe = Probe()
+    spinner = Spinner(node, probe)
+    try:
+        assert len(node._workers) == 2
+        wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="reward node subscribed")
+        wait_for(lambda: node.info_pub.get_subscription_count() > 0, what="probe subscribed")
+        probe.send_rgb(frame_with(255), 901)  # held by one worker until released
+        wait_for(lambda: sum(w.busy.is_set() for w in node._workers) == 1, what="one worker busy")
+        second = send_and_wait(probe, 40, 902)
+        assert second["status"] == "rewarded" and second["reward"] == pytest.approx(-0.40), second
+        estimator.release.set()
+        wait_for(lambda: probe.info_for(901) is not None, 15, "the slow answer")
+        first = probe.info_for(901)
+        assert first["status"] == "overtaken" and first["reward"] is None and first["distance_m"] is None, first
+        assert "newer frame was answered first" in first["error"] and "50 cm" in first["raw_answers"][0], first
+        third = send_and_wait(probe, 30, 903)  # the baseline is still 902's: later frames are rewarded
+        assert third["status"] == "rewarded", third
+        # one publisher, one topic: rewards arrive in order, so an extra reward for 901 would show here
+        wait_for(lambda: len(probe.rewards) >= 2, what="two rewards")
+        time.sleep(0.2)
+        assert probe.rewards == pytest.approx([-0.40, -0.30]), probe.rewards
+    finally:
+        estimator.release.set()
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()
+
+
 def test_diagnostics(harness):
     from diagnostic_msgs.msg import DiagnosticArray
 
