@@ -11,13 +11,13 @@ topics, with its /diagnostics turning WARN while the server is away.
 from __future__ import annotations
 
 import base64
+import http.server
 import io
+import json
 import threading
 import time
 
-import httpx2 as httpx  # the openai client's HTTP library
 import numpy as np
-import openai
 import pytest
 from model_server import free_port
 from PIL import Image as PILImage
@@ -27,7 +27,7 @@ from spatialvlm_ros.spatial.cross_check import cross_check_config
 from spatialvlm_ros.spatial.estimator import Frame, ModelConfig, ModelLoadError, build_estimator
 from spatialvlm_ros.spatial.imaging import resize_max_pixels
 from spatialvlm_ros.spatial.questions import DEFAULT_DISTANCE_TEMPLATE, distance_query
-from spatialvlm_ros.spatial.remote import RemoteEstimator, encode_image
+from spatialvlm_ros.spatial.remote import encode_image
 from spatialvlm_ros.spatial.synthetic_scene import ApproachScene
 
 N_FRAMES = 8
@@ -194,16 +194,51 @@ def test_configuration_errors_stop_at_start_up_with_what_to_do(model_server, mon
         ModelConfig(backend="remote", base_url="gpu-box:8000")
 
 
-def test_a_dead_engine_behind_a_live_api_is_named() -> None:
-    """503 on every request (a model process that died behind its HTTP front end): the reason says so.
-    The status error is built as the openai client builds it from a response."""
-    remote = RemoteEstimator.__new__(RemoteEstimator)
-    remote.base_url, remote.model_name = "http://gpu-box:8000/v1", "m"
-    request = httpx.Request("POST", "http://gpu-box:8000/v1/chat/completions")
-    response = httpx.Response(503, request=request, json={"detail": "model process is not running"})
-    text = remote._describe(openai.InternalServerError("unavailable", response=response,
-                                                       body={"detail": "model process is not running"}))
-    assert "unavailable (503: model process is not running); its engine may be down" in text
+class DeadEngineHandler(http.server.BaseHTTPRequestHandler):
+    """A live HTTP front end whose model process has died: 503 on every request (as the issue measured
+    for `transformers serve` with a killed engine). A real server on a real port, not a built error."""
+
+    def _dead(self) -> None:
+        body = json.dumps({"detail": "model process is not running"}).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._dead()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._dead()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_dead_engine_behind_a_live_api_is_named(frames, query) -> None:
+    """503 on every request: a batch job stops at start with the reason; a node's estimator starts,
+    answers each frame with no number and a reason that names the engine, and counts the failures."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DeadEngineHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    config = ModelConfig(backend="remote", name_or_path="m", base_url=url, max_new_tokens=16)
+    try:
+        with pytest.raises(ModelLoadError, match=r"unavailable \(503: model process is not running\); its "
+                                                 "engine may be down"):
+            build_estimator(config, require_server=True)
+        remote = build_estimator(config)  # a robot's node: starts anyway, and says why there is no number
+        try:
+            (estimate,) = remote.estimate([(frames[0], query)])
+            assert estimate.value_m is None
+            assert "unavailable (503: model process is not running); its engine may be down" in estimate.reason
+        finally:
+            remote.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.slow
@@ -348,7 +383,6 @@ def test_affordance_node_with_a_remote_backend_answers_check_gap_as_in_process(r
                                                                                scene) -> None:
     """check_gap over a real service on a frame from a real topic, the model behind the live server: the
     answer (gap width, fits, both object orders' steps) is the in-process model's on that frame."""
-    import json
 
     from rclpy.node import Node
     from rclpy.parameter import Parameter
