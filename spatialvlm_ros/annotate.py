@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, model_values: dict[str, Any]) -> int:
     # Imported after parsing so that --help and argument errors are instant.
-    from spatialvlm_ros.spatial.annotation import AnnotateSettings, Annotator, EpisodeFailure, find_episodes
+    from spatialvlm_ros.spatial.annotation import AnnotateSettings, Annotator
+    from spatialvlm_ros.spatial.episode_frames import EpisodeFailure, find_episodes
     from spatialvlm_ros.spatial.estimator import ModelConfig, ModelLoadError, build_estimator
     from spatialvlm_ros.spatial.reward import RewardConfig
     from spatialvlm_ros.spatial.stamp_sync import SyncPolicy

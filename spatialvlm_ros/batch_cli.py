@@ -134,7 +134,7 @@ def run_sources(prog: str, sources: Sequence[Any], run_one: Callable[[Any], Any]
     ``close`` runs on every way out. Returns (exit status, names of the failed sources); the caller
     prints what comes after a finished run.
     """
-    from spatialvlm_ros.spatial.annotation import EpisodeFailure
+    from spatialvlm_ros.spatial.episode_frames import EpisodeFailure
     from spatialvlm_ros.spatial.estimator import ModelLoadError
 
     failed: list[str] = []

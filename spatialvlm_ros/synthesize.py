@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None, estimator_factory: Any = None) -> in
 def _run(args: argparse.Namespace, settings: Any, estimator_factory: Any, command: str) -> int:
     import dataclasses
 
-    from spatialvlm_ros.spatial.annotation import EpisodeFailure
+    from spatialvlm_ros.spatial.episode_frames import EpisodeFailure
     from spatialvlm_ros.spatial.estimator import ModelConfig, ModelLoadError, build_estimator
     from spatialvlm_ros.spatial.vqa.engine import Synthesizer
     from spatialvlm_ros.spatial.vqa.sources import find_sources

@@ -32,12 +32,9 @@ from spatialvlm_ros.spatial.annotation import (
     PLOT_FILE,
     AnnotateSettings,
     Annotator,
-    EpisodeFailure,
-    EpisodeTopics,
-    choose_topics,
-    iter_frames,
     read_annotations,
 )
+from spatialvlm_ros.spatial.episode_frames import EpisodeFailure, EpisodeTopics, choose_topics, iter_frames
 from spatialvlm_ros.spatial.episodes import EpisodeWriter, TopicSpec
 from spatialvlm_ros.spatial.estimator import Estimate, ModelConfig, build_estimator, combine_answers
 from spatialvlm_ros.spatial.imaging import metres_to_depth_fields, rgb_to_image_fields

@@ -15,7 +15,7 @@ import pytest
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image
 
-from spatialvlm_ros.spatial.annotation import iter_frames
+from spatialvlm_ros.spatial.episode_frames import iter_frames
 from spatialvlm_ros.spatial.episodes import EpisodeWriter, TopicSpec
 from spatialvlm_ros.spatial.imaging import metres_to_depth_fields, rgb_to_image_fields
 from spatialvlm_ros.spatial.stamp_sync import StampedBuffer, SyncPolicy, match_stamped

@@ -153,7 +153,7 @@ class RayEstimator:
         """GeometricEstimator.measure_objects on the actors. A failed chunk fails the whole batch
         (EpisodeFailure): the data engine then writes none of it, and the next run measures it again,
         where a frame marked unmeasured would never be retried."""
-        from spatialvlm_ros.spatial.annotation import EpisodeFailure
+        from spatialvlm_ros.spatial.episode_frames import EpisodeFailure
 
         results: list[Any] = []
         for _chunk, answered in self._spread("measure_objects", list(zip(frames, descriptions, strict=True))):

@@ -1,7 +1,8 @@
 """Which depth image and camera_info belong to a colour frame: matched by header stamp, with an age limit.
 
-ROS-free, and the one rule both the live nodes (``camera_input.py``) and the offline annotator
-(``annotation.py``) apply, so that a frame gets the same depth live and offline:
+ROS-free, and the one rule both the live nodes (``camera_input.py``) and the offline readers of episodes
+(``episode_frames.py``: the annotator and the data engine) apply, so that a frame gets the same depth
+live and offline:
 
 * A depth image (or camera_info) belongs to a colour frame when its header stamp is within
   ``slop_s`` of the frame's stamp; of several, the nearest stamp wins. Arrival order does not matter.

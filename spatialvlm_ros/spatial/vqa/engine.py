@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from spatialvlm_ros.spatial.annotation import EpisodeFailure, FrameRecord
+from spatialvlm_ros.spatial.episode_frames import EpisodeFailure, FrameRecord
 from spatialvlm_ros.spatial.geometric import FrameObjects
 from spatialvlm_ros.spatial.vqa.dataset import CARD_FILE, DatasetDir, SettingsMismatch, source_key
 from spatialvlm_ros.spatial.vqa.naming import NamedObject, name_objects, plain_name

@@ -11,7 +11,7 @@ from typing import Any
 
 import cv2
 
-from spatialvlm_ros.spatial.annotation import (
+from spatialvlm_ros.spatial.episode_frames import (
     EpisodeFailure,
     FrameRecord,
     choose_topics,
