@@ -11,6 +11,7 @@ topics, with its /diagnostics turning WARN while the server is away.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import io
 import json
@@ -379,11 +380,11 @@ def test_the_remote_backend_loads_neither_torch_nor_transformers() -> None:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_affordance_node_with_a_remote_backend_answers_check_gap_as_in_process(ros, model_server, in_process,
-                                                                               scene) -> None:
-    """check_gap over a real service on a frame from a real topic, the model behind the live server: the
-    answer (gap width, fits, both object orders' steps) is the in-process model's on that frame."""
-
+@contextlib.contextmanager
+def affordance_node_on(values: dict, name: str, scene, sec: int):
+    """An AffordanceNode with ``values``, a probe that has sent it frame ``sec`` of ``scene``, and a caller
+    node with a ready check_gap client and the /diagnostics statuses it heard; all spinning."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from ros_helpers import Probe, Spinner, wait_for
@@ -391,75 +392,68 @@ def test_affordance_node_with_a_remote_backend_answers_check_gap_as_in_process(r
 
     from spatialvlm_ros.affordance_node import AffordanceNode
 
-    values = {"model.backend": "remote", "model.base_url": model_server.base_url,
-              "model.name_or_path": model_server.model_id, "model.max_new_tokens": 16, "model.max_in_flight": 2,
-              "gap.object_a": "the orange cylinder", "gap.object_b": "the blue cylinder",
-              "robot_width_m": 0.3, "safety_margin_m": 0.05, "check_gap_timeout_s": 60.0}
     node = AffordanceNode(parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
-    probe = Probe("remote_affordance_probe")
-    caller = Node("remote_affordance_caller")
-    check_gap = caller.create_client(Trigger, "check_gap")
-    spinner = Spinner(node, probe, caller)
-    try:
-        wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="affordance node subscribed")
-        rgb = scene.render(3).rgb
-        probe.send_rgb(rgb, 410)
-        wait_for(lambda: node.newest_frame() is not None, 10, "the frame")
-        wait_for(check_gap.service_is_ready, what="check_gap")
-        future = check_gap.call_async(Trigger.Request())
-        wait_for(future.done, 90, "check_gap answered")
-        response = future.result()
-        answer = json.loads(response.message)
-        gap = GapQuery("x", "the orange cylinder", "the blue cylinder", 0.3, 0.05)
-        want = gap_answer_from_estimates(gap, in_process.estimate([(Frame(rgb), q) for q in gap_queries(gap)]))
-        assert want.gap_width_m is not None  # a number to compare: the tiny model answers this scene
-        assert response.success and answer["backend"] == "remote" and answer["stamp"]["sec"] == 410, answer
-        expected = want.to_dict()
-        for key in ("gap_width_m", "fits", "consistent", "clearance_m", "answer", "steps"):
-            assert answer[key] == expected[key], (key, answer[key], expected[key])
-    finally:
-        spinner.stop()
-        node.close()
-        node.destroy_node()
-        probe.destroy_node()
-        caller.destroy_node()
-
-
-def test_affordance_node_answers_with_the_reason_while_the_server_is_away(ros, scene) -> None:
-    """check_gap on a frame with the server unreachable: success false, the reason names the server, and
-    the affordance node's /diagnostics say WARN."""
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-    from rclpy.node import Node
-    from rclpy.parameter import Parameter
-    from ros_helpers import Probe, Spinner, wait_for
-    from std_srvs.srv import Trigger
-
-    from spatialvlm_ros.affordance_node import AffordanceNode
-
-    values = {"model.backend": "remote", "model.base_url": f"http://127.0.0.1:{free_port()}/v1",
-              "diagnostics_period_s": 0.2}
-    node = AffordanceNode(parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
-    probe = Probe("away_affordance_probe")
-    caller = Node("away_affordance_caller")
+    probe = Probe(f"{name}_probe")
+    caller = Node(f"{name}_caller")
     check_gap = caller.create_client(Trigger, "check_gap")
     statuses: list = []
     caller.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), 10)
     spinner = Spinner(node, probe, caller)
     try:
         wait_for(lambda: probe.image_pub.get_subscription_count() > 0, what="affordance node subscribed")
-        probe.send_rgb(scene.render(0).rgb, 400)
+        rgb = scene.render(sec % N_FRAMES).rgb
+        probe.send_rgb(rgb, sec)
         wait_for(lambda: node.newest_frame() is not None, 10, "the frame")
         wait_for(check_gap.service_is_ready, what="check_gap")
-        future = check_gap.call_async(Trigger.Request())
-        wait_for(future.done, 30, "check_gap answered")
-        response = future.result()
-        assert not response.success and "cannot reach the model server" in response.message
-        assert '"backend": "remote"' in response.message
-        wait_for(lambda: any(s.level == DiagnosticStatus.WARN and "cannot reach" in s.message
-                             and "affordance" in s.name for s in list(statuses)), 10, "WARN diagnostics")
+        yield rgb, check_gap, statuses
     finally:
         spinner.stop()
         node.close()
         node.destroy_node()
         probe.destroy_node()
         caller.destroy_node()
+
+
+def call_check_gap(client, timeout: float):
+    from ros_helpers import wait_for
+    from std_srvs.srv import Trigger
+
+    future = client.call_async(Trigger.Request())
+    wait_for(future.done, timeout, "check_gap answered")
+    return future.result()
+
+
+def test_affordance_node_with_a_remote_backend_answers_check_gap_as_in_process(ros, model_server, in_process,
+                                                                               scene) -> None:
+    """check_gap over a real service on a frame from a real topic, the model behind the live server: the
+    answer (gap width, fits, both object orders' steps) is the in-process model's on that frame."""
+    values = {"model.backend": "remote", "model.base_url": model_server.base_url,
+              "model.name_or_path": model_server.model_id, "model.max_new_tokens": 16, "model.max_in_flight": 2,
+              "gap.object_a": "the orange cylinder", "gap.object_b": "the blue cylinder",
+              "robot_width_m": 0.3, "safety_margin_m": 0.05, "check_gap_timeout_s": 60.0}
+    with affordance_node_on(values, "remote_affordance", scene, 403) as (rgb, check_gap, _):
+        response = call_check_gap(check_gap, 90)
+    answer = json.loads(response.message)
+    gap = GapQuery("x", "the orange cylinder", "the blue cylinder", 0.3, 0.05)
+    want = gap_answer_from_estimates(gap, in_process.estimate([(Frame(rgb), q) for q in gap_queries(gap)]))
+    assert want.gap_width_m is not None  # a number to compare: the tiny model answers this scene
+    assert response.success and answer["backend"] == "remote" and answer["stamp"]["sec"] == 403, answer
+    expected = want.to_dict()
+    for key in ("gap_width_m", "fits", "consistent", "clearance_m", "answer", "steps"):
+        assert answer[key] == expected[key], (key, answer[key], expected[key])
+
+
+def test_affordance_node_answers_with_the_reason_while_the_server_is_away(ros, scene) -> None:
+    """check_gap on a frame with the server unreachable: success false, the reason names the server, and
+    the affordance node's /diagnostics say WARN."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from ros_helpers import wait_for
+
+    values = {"model.backend": "remote", "model.base_url": f"http://127.0.0.1:{free_port()}/v1",
+              "diagnostics_period_s": 0.2}
+    with affordance_node_on(values, "away_affordance", scene, 400) as (_, check_gap, statuses):
+        response = call_check_gap(check_gap, 30)
+        assert not response.success and "cannot reach the model server" in response.message
+        assert '"backend": "remote"' in response.message
+        wait_for(lambda: any(s.level == DiagnosticStatus.WARN and "cannot reach" in s.message
+                             and "affordance" in s.name for s in list(statuses)), 10, "WARN diagnostics")
