@@ -32,6 +32,7 @@ setup(
             "reward_node_managed = spatialvlm_ros.managed:reward_main",
             "affordance_node_managed = spatialvlm_ros.managed:affordance_main",
             "spatialvlm_node = spatialvlm_ros.combined_node:main",
+            "spatialvlm_node_managed = spatialvlm_ros.combined_node:managed_main",
             "recorder_node = spatialvlm_ros.recorder_node:main",
             "spatialvlm_demo_camera = spatialvlm_ros.demo_camera:main",
             "spatialvlm_make_tiny_model = spatialvlm_ros.tiny_models:main",

@@ -5,6 +5,10 @@ share one loaded model (calls take turns on it). ROS parameters are per node: se
 node names (a parameter file with both sections, a ``/**:`` section, or ``-p`` on the command line,
 which applies to every node in the process). When they differ, two copies are loaded and a warning says
 so.
+
+``spatialvlm_node_managed`` is the same pair as managed (lifecycle) nodes (``managed.py``): each is
+configured, activated, deactivated and cleaned up on its own; the model copy they share is loaded by the
+first configure and freed by the last cleanup.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ def main(args: list[str] | None = None) -> None:
         return node
 
     raise SystemExit(run_nodes([reward, affordance]))
+
+
+def managed_main(args: list[str] | None = None) -> None:
+    from spatialvlm_ros.managed import managed
+
+    raise SystemExit(run_nodes([managed(RewardNode), managed(AffordanceNode)]))
 
 
 if __name__ == "__main__":

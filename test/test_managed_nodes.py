@@ -234,3 +234,59 @@ def test_managed_executable_over_the_lifecycle_services_across_processes(ros):
     assert "Transition is not registered" in out and "the node goes on" in out
     # no progress bar from transformers' weight loading (carriage returns in launch logs)
     assert "\r" not in out and "Loading weights" not in out
+
+
+def test_managed_pair_in_one_process_shares_one_model_until_the_last_cleanup(ros):
+    """spatialvlm_node_managed's pair (managed reward and affordance nodes in one process, equal model.*):
+    the first configure loads the model, the second shares it, cleaning up one leaves the other working,
+    and the last cleanup frees the weights."""
+    model = [Parameter("model.name_or_path", value="builtin:tiny-spatial"), Parameter("model.max_new_tokens", value=16)]
+    reward = managed(RewardNode)(parameter_overrides=model)
+    affordance = managed(AffordanceNode)(parameter_overrides=model)
+    reward_client = LifecycleClient("spatialvlm_reward", "pair_reward_client")
+    affordance_client = LifecycleClient("spatialvlm_affordance", "pair_affordance_client")
+    spinner = Spinner(reward, affordance, reward_client, affordance_client)
+    try:
+        assert reward_client.set(Transition.TRANSITION_CONFIGURE)
+        shared = reward.estimator
+        model_ref = weakref.ref(shared.inner.model)
+        assert affordance_client.set(Transition.TRANSITION_CONFIGURE)
+        assert affordance.estimator is shared and list(estimator_module._SHARED.values()) == [shared]
+        assert reward_client.set(Transition.TRANSITION_CLEANUP) and reward.estimator is None
+        assert list(estimator_module._SHARED.values()) == [shared] and model_ref() is not None
+        assert affordance_client.set(Transition.TRANSITION_ACTIVATE)
+        assert affordance_client.state() == "active"
+        assert affordance_client.set(Transition.TRANSITION_DEACTIVATE)
+        assert affordance_client.set(Transition.TRANSITION_CLEANUP) and not estimator_module._SHARED
+        del shared
+        gc.collect()
+        assert model_ref() is None
+    finally:
+        spinner.stop()
+        for node in (reward, affordance):
+            node.close()
+        for n in (reward, affordance, reward_client, affordance_client):
+            n.destroy_node()
+
+
+@pytest.mark.slow
+def test_managed_pair_executable_starts_both_unconfigured(ros):
+    """spatialvlm_node_managed as users start it: both nodes wait unconfigured, configure loads, SIGINT ends
+    it cleanly."""
+    proc = start_process([str(VENV_BIN / "spatialvlm_node_managed"), "--ros-args",
+                          "-p", "model.name_or_path:=builtin:tiny-spatial"])
+    clients = [LifecycleClient(name, f"pair_proc_client_{i}")
+               for i, name in enumerate(("spatialvlm_reward", "spatialvlm_affordance"))]
+    spinner = Spinner(*clients)
+    try:
+        assert [c.state() for c in clients] == ["unconfigured", "unconfigured"]
+        assert all(c.set(Transition.TRANSITION_CONFIGURE) for c in clients)
+        assert [c.state() for c in clients] == ["inactive", "inactive"]
+    finally:
+        spinner.stop()
+        for c in clients:
+            c.destroy_node()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert out.count("configured: model builtin:tiny-spatial loaded") == 2, out
