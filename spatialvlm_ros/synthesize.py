@@ -38,8 +38,9 @@ from spatialvlm_ros.batch_cli import (  # noqa: F401 - the exit codes are this c
 from spatialvlm_ros.params import MODEL_PARAMS
 
 # The geometric backend's parameters (the data engine measures with it); the backend itself is fixed.
-_GEOMETRIC = ("model.device", "model.dtype", "model.trust_remote_code", "model.detector",
-              "model.detector_threshold", "model.depth_source", "model.depth_model", "model.fallback_hfov_deg")
+_GEOMETRIC = ("model.device", "model.dtype", "model.cpu_threads", "model.trust_remote_code", "model.detector",
+              "model.detector_threshold", "model.depth_source", "model.depth_model", "model.segmenter",
+              "model.fallback_hfov_deg")
 _MODEL_SPECS = [s for s in MODEL_PARAMS if s.name in _GEOMETRIC]
 
 

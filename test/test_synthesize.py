@@ -381,21 +381,31 @@ def test_train_on_synthesized_data_evaluates_held_out_episodes(synthesized, tmp_
 
 
 def test_configured_backend_with_real_tiny_models_and_a_missing_one(tmp_path, capsys):
-    """main() with the configured geometric backend (tiny random OWLv2 and Depth Anything checkpoints,
-    loaded by from_pretrained): it runs to the end; a missing model is exit 3."""
-    from spatialvlm_ros.tiny_models import build_tiny_depth_anything, build_tiny_owlv2
+    """main() with the configured geometric backend (tiny random OWLv2, Depth Anything and SAM checkpoints,
+    loaded by from_pretrained): it runs to the end; where the model runs (device) does not change the
+    rows, a segmenter does (and the card says which); a missing model is exit 3."""
+    from spatialvlm_ros.tiny_models import build_tiny_depth_anything, build_tiny_owlv2, build_tiny_sam
 
     owl, depth = build_tiny_owlv2(tmp_path / "owl"), build_tiny_depth_anything(tmp_path / "da")
+    sam = build_tiny_sam(tmp_path / "sam")
     ep = _episodes(1, frames=2, seed=9)[0]
     folder = tmp_path / "photos"
     folder.mkdir()
     for i, r in enumerate(ep.frames):
         cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(r.rgb, cv2.COLOR_RGB2BGR))
     common = [str(folder), "-o", str(tmp_path / "out"), "--objects", "pink box", "lime cylinder",
-              "--min-change", "0", "--model.device", "cpu", "--no-progress"]
-    assert cli.main([*common, "--model.detector", str(owl), "--model.depth_model", str(depth)]) == cli.EXIT_OK
+              "--min-change", "0", "--model.device", "cpu", "--no-progress", "--model.detector_threshold", "0"]
+    models = ["--model.detector", str(owl), "--model.depth_model", str(depth)]
+    assert cli.main([*common, *models]) == cli.EXIT_OK
     assert "photos: 2 frames, 2 kept" in capsys.readouterr().out
     assert (tmp_path / "out" / "README.md").is_file()
+    assert cli.main([*common, *models, "--model.device", "auto", "--model.cpu_threads", "1"]) == cli.EXIT_OK
+    assert "(up to date)" in capsys.readouterr().out
+    assert cli.main([*common, *models, "--model.segmenter", str(sam)]) == cli.EXIT_FAILED
+    assert "other settings (model)" in capsys.readouterr().out
+    assert cli.main([*common, *models, "--model.segmenter", str(sam), "--force"]) == cli.EXIT_OK
+    assert "photos: 2 frames, 2 kept (skipped: none), 2 measured" in capsys.readouterr().out
+    assert f"model.segmenter {sam}" in (tmp_path / "out" / "README.md").read_text()
     assert cli.main([*common, "--force", "--model.detector", str(tmp_path / "no_such_model"),
                      "--model.depth_model", str(depth)]) == cli.EXIT_MODEL
     assert "could not be loaded" in capsys.readouterr().err

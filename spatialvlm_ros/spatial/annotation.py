@@ -52,10 +52,7 @@ from spatialvlm_ros.spatial.episodes import (
     EPISODE_FILE,
     load_episode_info,
 )
-from spatialvlm_ros.spatial.estimator import (
-    Estimate,
-    Estimator,
-)
+from spatialvlm_ros.spatial.estimator import RUNTIME_MODEL_PARAMS, Estimate, Estimator
 from spatialvlm_ros.spatial.questions import DEFAULT_DISTANCE_TEMPLATE, distance_query
 from spatialvlm_ros.spatial.reward import REWARD_MODES, RewardConfig, RewardShaper
 from spatialvlm_ros.spatial.stamp_sync import SyncPolicy
@@ -81,10 +78,6 @@ LOCK_FILE = ".annotate.lock"
 METADATA_KEY = b"spatialvlm_ros.annotation"
 FORMAT = "spatialvlm_ros.annotations/1"
 RETRY_PREFIX = "model failed"  # Estimate.reason of a batch the model could not run: retried next time
-# model.* values that say where and how the model runs, not what it answers: changing them between runs
-# does not make earlier rows incomparable.
-NOT_IN_FINGERPRINT = ("model.device", "model.cpu_threads", "model.base_url", "model.api_key_env", "model.timeout_s",
-                      "model.retries", "model.max_in_flight")
 
 # Columns written per frame before rewards are known (the part files hold exactly these).
 BASE_SCHEMA = pa.schema([
@@ -337,7 +330,7 @@ class Annotator:
             "samples": s.samples,
             "topics": {"image": image, "depth": depth, "camera_info": camera_info},
             "sync": dataclasses.asdict(s.sync),
-            "model": {k: v for k, v in sorted(s.model.items()) if k not in NOT_IN_FINGERPRINT},
+            "model": {k: v for k, v in sorted(s.model.items()) if k not in RUNTIME_MODEL_PARAMS},
         }
         meta = {
             "format": FORMAT,

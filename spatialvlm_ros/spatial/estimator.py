@@ -162,6 +162,12 @@ def combine_answers(query: SpatialQuery, raw_answers: Sequence[str]) -> Estimate
     return Estimate(query, float(statistics.median(numbers)), list(raw_answers), values)
 
 
+# model.* values that say where and how the model runs, not what it answers: a batch job's earlier rows
+# stay comparable when they change between runs (the annotator's and the data engine's fingerprints).
+RUNTIME_MODEL_PARAMS = ("model.device", "model.cpu_threads", "model.base_url", "model.api_key_env",
+                        "model.timeout_s", "model.retries", "model.max_in_flight")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The model group of parameters (``model.*``), validated on construction."""

@@ -89,6 +89,8 @@ def render_card(dataset: DatasetDir, settings: Any, command: str = "") -> str:
         f"{t.min_quantity_m} m, clock directions within {t.direction_margin_deg} degrees of the hour",
         f"- selection: {settings.selection}",
         f"- seed {settings.seed}, every {settings.every} frame(s), images as {settings.image_format}",
+        "- the geometric backend's model settings: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(settings.model.items()) if k != "model.backend") or "defaults"),
         "",
         "## Per source",
         "",

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from spatialvlm_ros.spatial.episode_frames import EpisodeFailure, FrameRecord
+from spatialvlm_ros.spatial.estimator import RUNTIME_MODEL_PARAMS
 from spatialvlm_ros.spatial.geometric import FrameObjects
 from spatialvlm_ros.spatial.vqa.dataset import CARD_FILE, DatasetDir, SettingsMismatch, source_key
 from spatialvlm_ros.spatial.vqa.naming import NamedObject, name_objects, plain_name
@@ -67,10 +68,11 @@ class SynthesizeSettings:
             raise ValueError(f"image_format {self.image_format!r} not accepted; accepted: {', '.join(IMAGE_FORMATS)}")
 
     def fingerprint(self) -> dict[str, Any]:
-        """What changes the rows (not batch size, progress or force)."""
+        """What changes the rows (not batch size, progress, force, or where the model runs)."""
         d = dataclasses.asdict(self)
         for key in ("batch_size", "progress", "force"):
             d.pop(key)
+        d["model"] = {k: v for k, v in d["model"].items() if k not in RUNTIME_MODEL_PARAMS}
         d["objects"] = list(d["objects"])
         d["templates"]["kinds"] = list(d["templates"]["kinds"])
         return json.loads(json.dumps(d, sort_keys=True, default=str))
